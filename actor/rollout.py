@@ -1,0 +1,185 @@
+"""Unroll collection for K environments stepped in lockstep: pure, no sockets, no model.
+
+Run by: actor processes (and the actor throughput benchmark).
+Owns: the per-env unroll buffers, the episode boundary bookkeeping (terminated vs truncated,
+final observations of truncated episodes, episode statistics) and cutting them into
+:class:`~protocol.messages.Trajectory` messages of T steps, each with T+1 observations.
+
+Buffers are laid out env-major ``[K, T+1, ...]`` so each env's unroll is one contiguous block
+sent without a copy. Fresh buffers are allocated per unroll because ZeroMQ may still be reading
+the previous ones (zero-copy send); the last observation is carried over as the next first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from protocol.messages import EpisodeStats, Trajectory, TrajectorySpec
+
+
+@dataclass
+class StepResult:
+    """What K envs returned for one agent step (after autoreset).
+
+    Attributes:
+        next_obs: [K, *obs_shape] observation to act on next (a reset one where an episode ended).
+        reward: [K] float32 raw env rewards.
+        terminated: [K] bool.
+        truncated: [K] bool.
+        final_obs: env index -> the last observation of an episode that was truncated.
+        episodes: env index -> statistics of an episode that ended at this step.
+    """
+
+    next_obs: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    final_obs: dict[int, np.ndarray] = field(default_factory=dict)
+    episodes: dict[int, EpisodeStats] = field(default_factory=dict)
+
+
+class UnrollCollector:
+    """Accumulates K parallel unrolls of T steps and emits them as trajectories.
+
+    Usage: :meth:`reset` with the first observations, then per step read :attr:`current_obs`,
+    act, and call :meth:`record`; every T steps it returns K trajectories.
+    """
+
+    def __init__(self, spec: TrajectorySpec, num_envs: int, actor_id: int, run_id: str) -> None:
+        self.spec = spec
+        self.num_envs = num_envs
+        self.actor_id = actor_id
+        self.run_id = run_id
+        self.seq = 0
+        self._t = 0
+        self._alloc()
+
+    def _alloc(self) -> None:
+        k, fields = self.num_envs, self.spec.fields
+        self._buf = {
+            name: np.zeros((k, *spec.shape), dtype=spec.dtype)
+            for name, spec in fields.items()
+            if name != "truncated_obs"
+        }
+        self._truncated_obs: list[list[np.ndarray]] = [[] for _ in range(k)]
+        self._episodes: list[list[EpisodeStats]] = [[] for _ in range(k)]
+
+    def reset(self, obs: np.ndarray) -> None:
+        """Start from fresh episodes. ``obs``: [K, *obs_shape] first observations."""
+        self._alloc()
+        self._t = 0
+        self._buf["obs"][:, 0] = obs
+
+    @property
+    def current_obs(self) -> np.ndarray:
+        """[K, *obs_shape] observations to act on now (a strided view; do not keep it)."""
+        return self._buf["obs"][:, self._t]
+
+    def record(
+        self,
+        action: np.ndarray,
+        behaviour_logits: np.ndarray,
+        policy_version: int,
+        result: StepResult,
+    ) -> list[Trajectory]:
+        """Store one step for all K envs.
+
+        Args:
+            action: [K] int64 actions taken.
+            behaviour_logits: [K, A] float32 logits they were sampled from.
+            policy_version: version of the weights that produced them.
+            result: what the envs returned.
+
+        Returns:
+            K trajectories when this step completes an unroll, else an empty list.
+        """
+        b, t = self._buf, self._t
+        b["action"][:, t] = action
+        b["behaviour_logits"][:, t] = behaviour_logits
+        b["policy_version"][:, t] = policy_version
+        b["reward"][:, t] = result.reward
+        b["terminated"][:, t] = result.terminated
+        b["truncated"][:, t] = result.truncated
+        b["obs"][:, t + 1] = result.next_obs
+        for i, final in sorted(result.final_obs.items()):
+            self._truncated_obs[i].append(np.array(final, dtype=self.spec.obs_dtype))
+        for i, stats in result.episodes.items():
+            self._episodes[i].append(stats)
+        self._t += 1
+        if self._t < self.spec.unroll_length:
+            return []
+        return self._emit()
+
+    def _emit(self) -> list[Trajectory]:
+        b = self._buf
+        empty_trunc = np.zeros((0, *self.spec.obs_shape), dtype=self.spec.obs_dtype)
+        out = []
+        for i in range(self.num_envs):
+            trunc = self._truncated_obs[i]
+            out.append(
+                Trajectory(
+                    actor_id=self.actor_id,
+                    run_id=self.run_id,
+                    seq=self.seq,
+                    env_index=i,
+                    obs=b["obs"][i],
+                    action=b["action"][i],
+                    reward=b["reward"][i],
+                    terminated=b["terminated"][i],
+                    truncated=b["truncated"][i],
+                    behaviour_logits=b["behaviour_logits"][i],
+                    policy_version=b["policy_version"][i],
+                    truncated_obs=np.stack(trunc) if trunc else empty_trunc,
+                    episodes=list(self._episodes[i]),
+                )
+            )
+            self.seq += 1
+        last = b["obs"][:, -1].copy()
+        self.reset(last)
+        return out
+
+
+def step_envs(envs: Sequence, actions: np.ndarray) -> StepResult:
+    """Step each Gymnasium env once, resetting the ones whose episode ended (same-step reset).
+
+    Args:
+        envs: K environments built by :func:`actor.env.make_env`.
+        actions: [K] int64.
+
+    Returns:
+        The batched result; a truncated env's last observation goes to ``final_obs`` and a
+        finished episode's ``info["episode"]`` dict to ``episodes``.
+
+    Stepping a plain list keeps per-env final observations and episode infos explicit and
+    avoids merging every info dict into arrays on every step, which Gymnasium's
+    ``SyncVectorEnv`` does and which the actor has no use for.
+    """
+    obs_list, rewards, terms, truncs = [], [], [], []
+    result = StepResult(np.empty(0), np.empty(0), np.empty(0), np.empty(0))
+    for i, (env, action) in enumerate(zip(envs, actions)):
+        obs, reward, terminated, truncated, info = env.step(int(action))
+        if terminated or truncated:
+            if truncated and not terminated:
+                result.final_obs[i] = np.array(obs)
+            ep = info.get("episode")
+            if ep is not None:
+                result.episodes[i] = EpisodeStats(
+                    float(ep["return"]),
+                    int(ep["length"]),
+                    int(ep.get("max_x_pos", 0)),
+                    bool(ep.get("flag_get", False)),
+                    str(ep.get("stage", "")),
+                )
+            obs, _ = env.reset()
+        obs_list.append(obs)
+        rewards.append(reward)
+        terms.append(terminated)
+        truncs.append(truncated and not terminated)
+    result.next_obs = np.stack(obs_list)
+    result.reward = np.asarray(rewards, dtype=np.float32)
+    result.terminated = np.asarray(terms, dtype=np.bool_)
+    result.truncated = np.asarray(truncs, dtype=np.bool_)
+    return result

@@ -1,0 +1,267 @@
+"""The actor process loop: join a learner, step K envs with local CPU inference, stream unrolls.
+
+Run by: ``python -m actor`` (one process per core; the launcher starts N of them).
+Owns: the actor's sockets, its CPU copy of the policy, weight pick-up, backpressure waits and
+the decision that the learner is gone.
+
+Lifecycle: send :class:`Hello`; the learner answers with :class:`Welcome` (its resolved config,
+so a remote actor needs no config file) and the current :class:`Weights`; then loop forever:
+act on K observations in one batch, step the envs, and every T steps send K trajectories.
+New weights published by the learner are loaded between steps. The actor never blocks forever:
+if nothing at all is heard from the learner for ``actor.learner_timeout_s`` it exits with
+:data:`EXIT_LEARNER_LOST`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+import tomllib
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import zmq
+
+from actor.env import make_env, num_actions, observation_spec
+from actor.rollout import UnrollCollector, step_envs
+from configs import schema
+from models import build_model
+from models.weights import load_flat_state
+from protocol import transport
+from protocol.messages import (
+    Hello,
+    LearnerStatus,
+    Message,
+    ProtocolError,
+    Trajectory,
+    TrajectorySpec,
+    Weights,
+    Welcome,
+)
+
+log = logging.getLogger("actor")
+
+EXIT_LEARNER_LOST = 3
+"""Exit status when the learner stays silent for longer than ``actor.learner_timeout_s``."""
+
+
+class LearnerLost(RuntimeError):
+    """Nothing was heard from the learner for longer than the configured timeout."""
+
+
+class Stopped(Exception):
+    """SIGTERM/SIGINT arrived while waiting on the learner."""
+
+
+@dataclass
+class ActorOptions:
+    """Per-process settings that do not come from the learner's config.
+
+    Attributes:
+        learner: the learner's unroll endpoint, e.g. ``tcp://10.0.0.5:5555``.
+        actor_id: this actor's id (stable across restarts; names it in logs and counters).
+        num_envs: overrides ``actor.num_envs`` from the learner's config when set.
+        connect_timeout_s: how long to wait for the learner's welcome at start-up.
+    """
+
+    learner: str
+    actor_id: int
+    num_envs: int | None = None
+    connect_timeout_s: float = 60.0
+
+
+class Actor:
+    """One actor incarnation. Construct, then :meth:`run` until stopped or the learner is lost."""
+
+    def __init__(self, options: ActorOptions) -> None:
+        self.options = options
+        self.run_id = uuid.uuid4().hex[:12]
+        self.ctx = zmq.Context.instance()
+        self.dealer = transport.connect_dealer(self.ctx, options.learner, sndhwm=4)
+        self.sub: zmq.Socket[Any] | None = None
+        self.stopping = False
+        self.last_heard = time.monotonic()
+        self.policy_version = -1
+        self.learner_run_id = ""
+        self.sent = 0
+        self.env_frames = 0
+        self.done = False
+
+    # -- joining -------------------------------------------------------------------------
+    def join(self) -> schema.Config:
+        """Say hello and wait for the welcome and first weights.
+
+        Raises:
+            LearnerLost: no welcome within ``connect_timeout_s``.
+        """
+        hello = Hello(
+            actor_id=self.options.actor_id,
+            run_id=self.run_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            num_envs=self.options.num_envs or 0,
+        )
+        transport.send(self.dealer, hello)
+        deadline = time.monotonic() + self.options.connect_timeout_s
+        welcome: Welcome | None = None
+        while welcome is None:
+            msg = self._recv(self.dealer, deadline)
+            if isinstance(msg, Welcome):
+                welcome = msg
+        config = schema.from_dict(tomllib.loads(welcome.config_toml))
+        self.learner_run_id = welcome.learner_run_id
+        broadcast = transport.resolve_broadcast(self.options.learner, welcome.broadcast_endpoint)
+        self.sub = transport.connect_sub(
+            self.ctx, broadcast, (transport.TOPIC_WEIGHTS, transport.TOPIC_STATUS)
+        )
+        self.config = config
+        self._build(config)
+        while self.policy_version < 0:
+            msg = self._recv(self.dealer, deadline)
+            if isinstance(msg, Weights):
+                self._load(msg)
+        log.info(
+            "actor %d joined learner %s (policy version %d), %d envs of %s",
+            self.options.actor_id,
+            welcome.learner_run_id,
+            self.policy_version,
+            self.num_envs,
+            config.env.id,
+        )
+        return config
+
+    def _recv(self, sock: zmq.Socket[Any], deadline: float) -> Message:
+        """One message from ``sock`` before ``deadline``; malformed ones are logged and skipped.
+
+        Raises:
+            LearnerLost: ``deadline`` passed.
+            Stopped: the process was asked to stop.
+        """
+        while True:
+            if self.stopping:
+                raise Stopped
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LearnerLost(
+                    f"no answer from the learner at {self.options.learner} within "
+                    f"{self.options.connect_timeout_s:.0f} s"
+                )
+            if sock.poll(min(remaining, 0.5) * 1000):
+                try:
+                    return transport.recv(sock)[1]
+                except ProtocolError as exc:
+                    log.warning("ignoring malformed message from the learner: %s", exc)
+
+    def _build(self, config: schema.Config) -> None:
+        torch.set_num_threads(1)
+        self.num_envs = self.options.num_envs or config.actor.num_envs
+        obs_shape, obs_dtype = observation_spec(config.env)
+        self.spec = TrajectorySpec(
+            config.actor.unroll_length, obs_shape, np.dtype(obs_dtype), num_actions(config.env)
+        )
+        self.model = build_model(config.model, obs_shape, self.spec.num_actions).eval()
+        base_seed = config.run.seed + 1000 * self.options.actor_id
+        self.envs = [make_env(config.env, seed=base_seed + i) for i in range(self.num_envs)]
+        self.frames_per_step = config.env.frames_per_step
+
+    def _load(self, weights: Weights) -> None:
+        if weights.policy_version <= self.policy_version:
+            return
+        load_flat_state(self.model, weights.layout, weights.flat)
+        self.policy_version = weights.policy_version
+        self.learner_run_id = weights.learner_run_id
+
+    # -- main loop -----------------------------------------------------------------------
+    def _drain(self) -> None:
+        """Apply every queued broadcast (latest weights win); any message counts as liveness."""
+        for sock in (self.sub, self.dealer):
+            while sock is not None:
+                try:
+                    _, msg = transport.recv(
+                        sock, prefix_frames=1 if sock is self.sub else 0, flags=zmq.NOBLOCK
+                    )
+                except zmq.Again:
+                    break
+                except ProtocolError as exc:
+                    log.warning("ignoring malformed broadcast: %s", exc)
+                    continue
+                self.last_heard = time.monotonic()
+                if isinstance(msg, Weights):
+                    self._load(msg)
+                elif isinstance(msg, LearnerStatus) and msg.done:
+                    self.done = True
+
+    def _check_alive(self) -> None:
+        silent = time.monotonic() - self.last_heard
+        if silent > self.config.actor.learner_timeout_s:
+            raise LearnerLost(
+                f"nothing heard from the learner for {silent:.0f} s "
+                f"(actor.learner_timeout_s = {self.config.actor.learner_timeout_s})"
+            )
+
+    def _send(self, traj: Trajectory) -> None:
+        """Send one unroll, waiting while the learner applies backpressure (HWM reached)."""
+        while not self.stopping:
+            if self.dealer.poll(200, zmq.POLLOUT):
+                transport.send(self.dealer, traj, flags=zmq.NOBLOCK)
+                self.sent += 1
+                return
+            self._drain()
+            self._check_alive()
+
+    def run(self) -> None:
+        """Collect and send unrolls until stopped, the run is done, or the learner is lost.
+
+        Raises:
+            LearnerLost: see :data:`EXIT_LEARNER_LOST`.
+        """
+        collector = UnrollCollector(self.spec, self.num_envs, self.options.actor_id, self.run_id)
+        collector.reset(np.stack([env.reset()[0] for env in self.envs]))
+        self.last_heard = time.monotonic()
+        while not self.stopping and not self.done:
+            self._drain()
+            self._check_alive()
+            with torch.inference_mode():
+                obs = torch.from_numpy(collector.current_obs)
+                action, logits = self.model.act(obs)
+            actions = action.numpy()
+            result = step_envs(self.envs, actions)
+            self.env_frames += self.num_envs * self.frames_per_step
+            for traj in collector.record(actions, logits.numpy(), self.policy_version, result):
+                self._send(traj)
+
+    def close(self) -> None:
+        for env in getattr(self, "envs", []):
+            env.close()
+        if self.sub is not None:
+            self.sub.close(0)
+        self.dealer.close(linger=1000)
+
+
+def main(options: ActorOptions) -> int:
+    """Run one actor until SIGTERM/SIGINT or the end of the run; returns the exit status."""
+    actor = Actor(options)
+
+    def _stop(signum: int, _frame: Any) -> None:
+        actor.stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        actor.join()
+        actor.run()
+    except LearnerLost as exc:
+        log.error("actor %d: %s; exiting", options.actor_id, exc)
+        return EXIT_LEARNER_LOST
+    except Stopped:
+        pass
+    finally:
+        actor.close()
+    log.info("actor %d stopped after %d unrolls", options.actor_id, actor.sent)
+    return 0

@@ -1,0 +1,64 @@
+"""Command-line flags generated from the config schema.
+
+Run by: the launcher and the ``python -m learner`` entry point.
+Owns: turning every schema field into a ``--section.field VALUE`` flag (with its documentation
+as help text) and folding the parsed flags back into a validated :class:`Config`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from configs import schema
+
+CONFIG_DIR = Path(__file__).resolve().parent
+DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config FILE`` and one ``--section.field VALUE`` flag per schema field.
+
+    Values use TOML syntax (``--learner.learning_rate 3e-4``, ``--env.id CartPole-v1``,
+    ``--run.total_env_frames 1_000_000``); they are validated like the file's values.
+    """
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help=f"TOML config file (default: {DEFAULT_CONFIG.relative_to(CONFIG_DIR.parent)}).",
+    )
+    group = parser.add_argument_group("config overrides (any schema field)")
+    for dotted, field, typ in schema.iter_fields():
+        meta = field.metadata
+        extra = f" One of: {', '.join(meta['choices'])}." if meta.get("choices") else ""
+        group.add_argument(
+            f"--{dotted}",
+            dest=f"override:{dotted}",
+            metavar=getattr(typ, "__name__", "VALUE").upper(),
+            default=None,
+            help=f"{meta['doc']}{extra} [default: {field.default!r}]",
+        )
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--section.field`` values given on the command line, parsed as TOML values."""
+    out: dict[str, Any] = {}
+    for key, text in vars(args).items():
+        if key.startswith("override:") and text is not None:
+            dotted = key.removeprefix("override:")
+            out[dotted] = schema.parse_override(dotted, text)
+    return out
+
+
+def config_from_args(
+    args: argparse.Namespace, fallback: Path | None = DEFAULT_CONFIG
+) -> schema.Config:
+    """Load ``--config`` (or ``fallback``) and apply the overrides.
+
+    Raises:
+        schema.ConfigError: naming the field for any invalid value or unknown key.
+    """
+    path = args.config if args.config is not None else fallback
+    return schema.load(path, overrides_from_args(args))

@@ -1,0 +1,344 @@
+"""Typed, documented configuration schema shared by every process.
+
+Run by: the launcher (parses TOML + CLI overrides, writes the resolved config into the run
+directory), and the learner and actor processes (which load that resolved file).
+Owns: every tunable of a run, its type, default, documentation and allowed range. Each field is
+declared once here; the CLI flags (``--section.field VALUE``) are generated from these
+declarations, and values are never mutated after parsing (derived values are properties).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+
+class ConfigError(ValueError):
+    """A config value is unknown, of the wrong type or out of range; the message names the field."""
+
+
+def option(
+    default: Any,
+    doc: str,
+    *,
+    choices: tuple[Any, ...] | None = None,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+) -> Any:
+    """Declare a config field with its documentation and validation bounds.
+
+    Args:
+        default: default value (immutable; lists are given as tuples).
+        doc: one-line documentation shown in ``--help`` and the README table.
+        choices: allowed values, if the field is an enumeration.
+        ge, gt, le: numeric bounds (``>=``, ``>``, ``<=``).
+    """
+    meta = {"doc": doc, "choices": choices, "ge": ge, "gt": gt, "le": le}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What to run and for how long."""
+
+    seed: int = option(0, "Base random seed; actor i uses seed + 1000 * i.", ge=0)
+    total_env_frames: int = option(
+        50_000_000, "Frame budget: stop after this many env (NES) frames.", gt=0
+    )
+    num_actors: int = option(0, "Actor processes to start; 0 = one per spare CPU core.", ge=0)
+    log_interval_s: float = option(
+        5.0, "Seconds between TensorBoard scalar flushes and progress reports.", gt=0
+    )
+    checkpoint_interval_s: float = option(
+        300.0, "Seconds between periodic checkpoints (a final one is always written).", gt=0
+    )
+    keep_checkpoints: int = option(3, "How many recent checkpoints to keep on disk.", ge=1)
+    max_restarts: int = option(
+        3, "Times the launcher restarts a failed actor before giving up on the run.", ge=0
+    )
+
+    @property
+    def resolved_num_actors(self) -> int:
+        """``num_actors``, or one per CPU core left after the learner's when it is 0."""
+        return self.num_actors or max(1, (os.cpu_count() or 2) - 1)
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """The environment each actor steps."""
+
+    id: str = option(
+        "SuperMarioBros-1-1-v0",
+        "Gymnasium env id: SuperMarioBros-W-S-v0 (preprocessed to 4x84x84 uint8) or any "
+        "env with a flat vector observation and discrete actions, e.g. CartPole-v1.",
+    )
+    actions: str = option(
+        "simple",
+        "Mario JoypadSpace action set (ignored for other envs).",
+        choices=("right_only", "simple", "complex"),
+    )
+    frame_skip: int = option(4, "NES frames per agent step (Mario only; rewards summed).", ge=1)
+    frame_stack: int = option(4, "Grayscale frames stacked per observation (Mario only).", ge=1)
+    resolution: int = option(84, "Side of the square grayscale observation (Mario only).", ge=16)
+    max_episode_steps: int = option(
+        0, "Truncate episodes after this many agent steps; 0 = the env's own limit.", ge=0
+    )
+
+    @property
+    def is_mario(self) -> bool:
+        """Whether ``id`` names a Super Mario Bros env (and so gets Mario preprocessing)."""
+        return self.id.startswith("SuperMarioBros")
+
+    @property
+    def frames_per_step(self) -> int:
+        """Env frames per agent step: ``frame_skip`` for Mario, 1 otherwise."""
+        return self.frame_skip if self.is_mario else 1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network shared by actors (inference) and the learner (training)."""
+
+    torso: str = option(
+        "impala",
+        "Feature extractor: impala (ResNet 16-32-32, Espeholt et al. 2018), nature "
+        "(Mnih et al. 2015 CNN), or mlp (vector observations).",
+        choices=("impala", "nature", "mlp"),
+    )
+    hidden_size: int = option(256, "Width of the fully connected layer after the torso.", ge=1)
+    mlp_layers: int = option(2, "Hidden layers of the mlp torso.", ge=1)
+
+
+@dataclass(frozen=True)
+class ActorConfig:
+    """Actor processes: env stepping, local CPU inference and unroll streaming."""
+
+    num_envs: int = option(8, "Environments stepped by each actor (one inference batch).", ge=1)
+    unroll_length: int = option(20, "Agent steps T per unroll sent to the learner.", ge=1)
+    learner_timeout_s: float = option(
+        60.0,
+        "Seconds without any message from the learner before an actor gives up and exits.",
+        gt=0,
+    )
+    send_hwm: int = option(
+        4, "ZeroMQ send high-water mark (unrolls queued per actor) for backpressure.", ge=1
+    )
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """The learner: batching, V-trace, optimisation, weight publishing."""
+
+    batch_size: int = option(8, "Unrolls B per learner update.", ge=1)
+    learning_rate: float = option(4e-4, "AdamW learning rate.", gt=0)
+    adam_eps: float = option(1e-8, "AdamW epsilon.", gt=0)
+    weight_decay: float = option(0.0, "AdamW decoupled weight decay.", ge=0)
+    discount: float = option(0.99, "Discount gamma per agent step.", ge=0, le=1)
+    entropy_cost: float = option(0.01, "Weight of the entropy bonus.", ge=0)
+    baseline_cost: float = option(0.5, "Weight of the value (baseline) loss.", ge=0)
+    max_grad_norm: float = option(40.0, "Global gradient-norm clip.", gt=0)
+    clip_rho_threshold: float = option(1.0, "V-trace rho-bar (truncates importance weights).", gt=0)
+    clip_pg_rho_threshold: float = option(1.0, "V-trace rho-bar for the policy gradient.", gt=0)
+    reward_clip: float = option(0.0, "Clip rewards to [-x, x] in the loss; 0 = no clipping.", ge=0)
+    reward_scale: float = option(1.0, "Multiply env rewards by this before the loss.", gt=0)
+    max_policy_lag: int = option(
+        100, "Drop unrolls whose oldest step is this many policy versions behind.", ge=0
+    )
+    queue_unrolls: int = option(64, "Bounded queue of accepted unrolls waiting for a batch.", ge=1)
+    device: str = option(
+        "auto",
+        "Torch device: auto (cuda if present), cpu, cuda, cuda:N.",
+    )
+    num_threads: int = option(0, "torch intra-op threads on CPU; 0 = torch's default.", ge=0)
+
+    @property
+    def resolved_device(self) -> str:
+        """``device`` with ``auto`` resolved to ``cuda`` when torch sees a GPU, else ``cpu``."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Where the learner listens. Actors connect to the same endpoints."""
+
+    trajectory_endpoint: str = option(
+        "tcp://127.0.0.1:5555", "Learner ROUTER endpoint that receives unrolls and hellos."
+    )
+    broadcast_endpoint: str = option(
+        "tcp://127.0.0.1:5556", "Learner PUB endpoint for weights and status."
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run: one learner and its actors."""
+
+    run: RunConfig = RunConfig()
+    env: EnvConfig = EnvConfig()
+    model: ModelConfig = ModelConfig()
+    actor: ActorConfig = ActorConfig()
+    learner: LearnerConfig = LearnerConfig()
+    network: NetworkConfig = NetworkConfig()
+
+    @property
+    def env_frames_per_update(self) -> int:
+        """Env frames consumed by one learner update: B * T * frames per agent step."""
+        return self.learner.batch_size * self.actor.unroll_length * self.env.frames_per_step
+
+
+def _section_types() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def iter_fields() -> typing.Iterator[tuple[str, dataclasses.Field[Any], type]]:
+    """Yield ``("section.name", field, python_type)`` for every leaf field of :class:`Config`."""
+    for section, cls in _section_types().items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            yield f"{section}.{f.name}", f, hints[f.name]
+
+
+def _coerce(path: str, value: Any, typ: type, meta: dict[str, Any]) -> Any:
+    """Check ``value`` against ``typ`` and the field's bounds; return it normalised."""
+    origin = typing.get_origin(typ)
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected a boolean (true/false), got {value!r}")
+    elif typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+    elif typ is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        value = float(value)
+    elif typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+    elif origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        (item_type, _) = typing.get_args(typ)
+        value = tuple(_coerce(f"{path}[{i}]", v, item_type, {}) for i, v in enumerate(value))
+    elif origin in (types.UnionType, typing.Union):
+        raise ConfigError(f"{path}: union types are not supported in the schema")
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{path}: expected one of {', '.join(map(str, choices))}; got {value!r}")
+    for key, ok, word in (
+        ("ge", lambda v, b: v >= b, ">="),
+        ("gt", lambda v, b: v > b, ">"),
+        ("le", lambda v, b: v <= b, "<="),
+    ):
+        bound = meta.get(key)
+        if bound is not None and not ok(value, bound):
+            raise ConfigError(f"{path}: must be {word} {bound}, got {value!r}")
+    return value
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Build a validated :class:`Config` from nested dicts (e.g. parsed TOML).
+
+    Missing fields take their defaults.
+
+    Raises:
+        ConfigError: for an unknown section or key, a wrong type, or an out-of-range value;
+            the message starts with the dotted field name.
+    """
+    sections = _section_types()
+    unknown = set(data) - set(sections)
+    if unknown:
+        raise ConfigError(
+            f"{sorted(unknown)[0]}: unknown config section (known: {', '.join(sections)})"
+        )
+    built: dict[str, Any] = {}
+    for section, cls in sections.items():
+        raw = data.get(section, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{section}: expected a table, got {raw!r}")
+        hints = typing.get_type_hints(cls)
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        for key in raw:
+            if key not in names:
+                raise ConfigError(
+                    f"{section}.{key}: unknown config key (known: {', '.join(names)})"
+                )
+        values = {
+            key: _coerce(f"{section}.{key}", val, hints[key], dict(names[key].metadata))
+            for key, val in raw.items()
+        }
+        built[section] = cls(**values)
+    return Config(**built)
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """The config as nested plain dicts (tuples become lists), ready for TOML or JSON."""
+    out = dataclasses.asdict(config)
+    for section in out.values():
+        for key, val in section.items():
+            if isinstance(val, tuple):
+                section[key] = list(val)
+    return out
+
+
+def parse_override(path: str, text: str) -> Any:
+    """Parse a CLI string for the dotted field ``path`` using TOML value syntax.
+
+    Bare words that are not valid TOML (``--env.id CartPole-v1``) are taken as strings.
+
+    Raises:
+        ConfigError: if ``path`` names no field.
+    """
+    known = {name for name, _, _ in iter_fields()}
+    if path not in known:
+        raise ConfigError(f"{path}: unknown config key")
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def load(path: str | os.PathLike[str] | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Load a TOML config file (or the defaults when ``path`` is None) and apply overrides.
+
+    Args:
+        path: TOML file path, or None for the schema defaults.
+        overrides: ``{"section.key": value}`` applied on top of the file.
+
+    Raises:
+        ConfigError: if the file is missing or malformed, or a value is invalid (names the field).
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        data.setdefault(section, {})
+        if not isinstance(data[section], dict):
+            raise ConfigError(f"{section}: expected a table")
+        data[section][key] = value
+    return from_dict(data)
+
+
+def save(config: Config, path: str | os.PathLike[str]) -> None:
+    """Write the resolved config as TOML (readable back with :func:`load`)."""
+    Path(path).write_text(tomli_w.dumps(to_dict(config)))

@@ -1,0 +1,135 @@
+"""Atomic checkpoints: write, keep the last K, find the latest, load with clear errors.
+
+Run by: the learner process (save, resume) and the launcher (``--resume latest`` resolution).
+Owns: the checkpoint file format and the guarantee that a checkpoint on disk is always complete:
+it is written to a temp file in the same directory, fsynced, ``os.replace``d into place, and
+the directory is fsynced, so a crash at any moment leaves the old or the new file, never half.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"^ckpt-(\d{9})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or lacks a required entry (named in the message)."""
+
+
+def checkpoint_path(run_dir: Path, updates: int) -> Path:
+    """``run_dir/checkpoints/ckpt-<updates, 9 digits>.pt``."""
+    return run_dir / CHECKPOINT_DIR / f"ckpt-{updates:09d}.pt"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoints in ``run_dir``, oldest first (ordered by update count)."""
+    folder = run_dir / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The newest checkpoint of a run.
+
+    Raises:
+        CheckpointError: the run has none.
+    """
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise CheckpointError(f"no checkpoint in {run_dir / CHECKPOINT_DIR}")
+    return found[-1]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(state: dict[str, Any], path: Path, keep: int) -> None:
+    """Atomically write ``state`` (torch tensors and plain Python values) to ``path``.
+
+    After the rename, the new file is loaded back to verify it before checkpoints beyond the
+    newest ``keep`` are deleted, so a bad write never costs the previous good one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    load_checkpoint(path)
+    for old in list_checkpoints(path.parent.parent)[:-keep]:
+        old.unlink(missing_ok=True)
+
+
+def load_checkpoint(
+    path: Path, required: tuple[str, ...] = ("model", "counters")
+) -> dict[str, Any]:
+    """Load a checkpoint onto the CPU.
+
+    Uses ``torch.load(weights_only=True)``: tensors and plain containers only, never arbitrary
+    pickled objects.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or lacks an entry in ``required``.
+    """
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} is unreadable: {exc}") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path}: expected a dict at the top level")
+    for key in required:
+        if key not in state:
+            raise CheckpointError(f"checkpoint {path}: missing entry {key!r}")
+    return state
+
+
+def resolve_resume(spec: str, run_dir: Path | None, runs_root: Path = Path("runs")) -> Path:
+    """Turn ``--resume PATH|latest`` into a checkpoint file.
+
+    ``latest`` means the newest checkpoint in ``run_dir``, or, without one, in the most recently
+    modified run under ``runs_root``. A directory means its newest checkpoint.
+
+    Raises:
+        CheckpointError: nothing matches.
+    """
+    if spec == "latest":
+        if run_dir is None:
+            runs = sorted(
+                (p for p in runs_root.glob("*") if list_checkpoints(p)),
+                key=lambda p: p.stat().st_mtime,
+            )
+            if not runs:
+                raise CheckpointError(f"--resume latest: no run with checkpoints in {runs_root}")
+            run_dir = runs[-1]
+        return latest_checkpoint(run_dir)
+    path = Path(spec)
+    if path.is_dir():
+        return latest_checkpoint(path)
+    if not path.is_file():
+        raise CheckpointError(f"--resume: checkpoint not found: {path}")
+    return path

@@ -1,0 +1,242 @@
+"""Feature extractors ("torsos") that map an observation batch to a flat feature vector.
+
+Run by: the actor processes (CPU inference, one batch of ``actor.num_envs`` observations per
+agent step) and the learner (training on time-major unroll batches). Both build the same torso
+through :func:`models.build_model`, so parameter names and shapes match across processes.
+Owns: the network architectures named by ``model.torso`` -- :class:`ImpalaResNet`,
+:class:`NatureCNN` and :class:`MLP` -- their input conventions (uint8 images scaled inside
+``forward``; float vectors) and the initialisation of their layers.
+
+Every torso takes a batch with exactly one leading dim ``[N, *obs_shape]`` and returns
+``[N, hidden_size]`` float32 features; :class:`models.actor_critic.ActorCritic` flattens any
+other leading dims before calling it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["MLP", "ImageTorso", "ImpalaResNet", "NatureCNN", "Torso"]
+
+
+def _conv_out(size: int, kernel: int, stride: int, padding: int = 0) -> int:
+    """Spatial size after a conv / pool layer (floor mode, no dilation)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _check_image_shape(obs_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(obs_shape) != 3 or any(int(d) <= 0 for d in obs_shape):
+        raise ValueError(f"image torsos need a (C, H, W) observation shape, got {obs_shape}")
+    c, h, w = (int(d) for d in obs_shape)
+    return c, h, w
+
+
+class Torso(nn.Module):
+    """Base class: ``forward([N, *obs_shape]) -> [N, hidden_size]`` float32 features.
+
+    Attributes:
+        obs_shape: the per-sample observation shape the torso was built for.
+        hidden_size: width of the output feature vector.
+    """
+
+    obs_shape: tuple[int, ...]
+    hidden_size: int
+
+    def forward(self, obs: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class ImageTorso(Torso):
+    """Base class of the convolutional torsos: uint8 ``[N, C, H, W]`` pixels in ``[0, 255]``.
+
+    Input may be uint8 (as the env produces) or any float dtype holding the same raw
+    ``[0, 255]`` values; it is converted to float32 and multiplied by 1/255 inside ``forward``.
+
+    CPU inference speed: the conv weights are stored in ``torch.channels_last`` (NHWC) memory
+    format and the input is converted to it at the start of ``forward`` (a cheap copy of the
+    uint8 tensor), because oneDNN's NHWC convolutions are markedly faster than NCHW at the small
+    batches the actors run (measured ~1.3-2x for these nets at batch 8-16, one thread). Callers
+    pass ordinary contiguous tensors; outputs are ordinary contiguous tensors. Set
+    ``channels_last=False`` at construction to keep the default NCHW layout.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], hidden_size: int, channels_last: bool) -> None:
+        super().__init__()
+        self.obs_shape = _check_image_shape(obs_shape)
+        self.hidden_size = int(hidden_size)
+        self.channels_last = bool(channels_last)
+
+    def _finish_init(self) -> None:
+        """Move 4-D conv weights to the chosen memory format (call at the end of ``__init__``)."""
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def _prepare(self, obs: Tensor) -> Tensor:
+        """uint8/float ``[N, C, H, W]`` in [0, 255] -> float32 in [0, 1], in the conv layout."""
+        if obs.dim() != 4 or tuple(obs.shape[1:]) != self.obs_shape:
+            raise ValueError(
+                f"{type(self).__name__} expects [N, {', '.join(map(str, self.obs_shape))}] "
+                f"observations, got {tuple(obs.shape)}"
+            )
+        if self.channels_last:
+            # Convert while still uint8 (4x fewer bytes to shuffle than after the float cast).
+            obs = obs.contiguous(memory_format=torch.channels_last)
+        # Out of place: a float32 input must not be modified under the caller's feet.
+        return obs.to(torch.float32).mul(1.0 / 255.0)
+
+
+class _ResidualBlock(nn.Module):
+    """``x + Conv3x3(ReLU(Conv3x3(ReLU(x))))`` with constant channel count (Espeholt et al.)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(channels, channels, kernel_size=3, stride=1, padding=1)
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size=3, stride=1, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Not in-place: ``x`` is needed for the skip connection (and for autograd).
+        out = self.conv0(torch.relu(x))
+        out = self.conv1(torch.relu(out))
+        return x + out
+
+
+class _ImpalaStage(nn.Module):
+    """Conv3x3 (s1, p1) -> MaxPool 3x3 (s2, p1) -> two residual blocks."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1)
+        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.res0 = _ResidualBlock(out_channels)
+        self.res1 = _ResidualBlock(out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.res1(self.res0(self.pool(self.conv(x))))
+
+
+class ImpalaResNet(ImageTorso):
+    """The IMPALA "deep" ResNet torso (Espeholt et al. 2018, *IMPALA*, Fig. 3 right).
+
+    Three stages with (16, 32, 32) channels; each stage is Conv3x3 (stride 1, pad 1) ->
+    MaxPool 3x3 (stride 2, pad 1) -> 2 x residual block (ReLU-Conv3x3-ReLU-Conv3x3 + skip).
+    Then ReLU -> flatten -> Linear(hidden_size) -> ReLU. For 4x84x84 input the spatial size
+    goes 84 -> 42 -> 21 -> 11, so the flattened feature has 32*11*11 = 3872 entries.
+
+    Input: uint8 (or float in [0, 255]) ``[N, C, H, W]``. Output: float32 ``[N, hidden_size]``.
+
+    Initialisation: PyTorch's default (Kaiming-uniform, a=sqrt(5)) for every layer, as in the
+    reference PyTorch ports (TorchBeast, CleanRL). Its effective gain is < 1, which keeps the
+    residual branches small relative to the skips so activations do not grow with depth;
+    a gain-sqrt(2) orthogonal init would roughly double the variance at every residual add.
+    """
+
+    def __init__(
+        self,
+        obs_shape: tuple[int, ...],
+        hidden_size: int = 256,
+        channels: tuple[int, ...] = (16, 32, 32),
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__(obs_shape, hidden_size, channels_last)
+        c, h, w = self.obs_shape
+        stages: list[nn.Module] = []
+        for out_c in channels:
+            stages.append(_ImpalaStage(c, out_c))
+            c = out_c
+            h, w = _conv_out(h, 3, 2, 1), _conv_out(w, 3, 2, 1)
+        self.stages = nn.Sequential(*stages)
+        self.flat_features = c * h * w
+        self.fc = nn.Linear(self.flat_features, self.hidden_size)
+        self._finish_init()
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """``[N, C, H, W]`` uint8 -> ``[N, hidden_size]`` float32 features."""
+        x = self.stages(self._prepare(obs))
+        # flatten() of an NHWC tensor copies it into NCHW order, so the fc weight layout is the
+        # same whether or not channels_last is used (state dicts are interchangeable).
+        x = torch.relu(x).flatten(1)
+        return torch.relu(self.fc(x))
+
+
+class NatureCNN(ImageTorso):
+    """The DQN torso (Mnih et al. 2015, *Human-level control through deep RL*, Nature).
+
+    Conv 32 8x8 stride 4 -> ReLU -> Conv 64 4x4 stride 2 -> ReLU -> Conv 64 3x3 stride 1 ->
+    ReLU -> flatten -> Linear(hidden_size) -> ReLU. For 84x84 input: 84 -> 20 -> 9 -> 7, so the
+    flattened feature has 64*7*7 = 3136 entries.
+
+    Input: uint8 (or float in [0, 255]) ``[N, C, H, W]``. Output: float32 ``[N, hidden_size]``.
+
+    Initialisation: orthogonal with gain sqrt(2) (the ReLU gain), zero biases -- the OpenAI
+    Baselines / CleanRL convention for this network.
+    """
+
+    def __init__(
+        self, obs_shape: tuple[int, ...], hidden_size: int = 256, channels_last: bool = True
+    ) -> None:
+        super().__init__(obs_shape, hidden_size, channels_last)
+        c, h, w = self.obs_shape
+        for k, s in ((8, 4), (4, 2), (3, 1)):
+            h, w = _conv_out(h, k, s), _conv_out(w, k, s)
+        if h <= 0 or w <= 0:
+            raise ValueError(f"NatureCNN needs H, W >= 36, got obs_shape {obs_shape}")
+        self.conv0 = nn.Conv2d(c, 32, kernel_size=8, stride=4)
+        self.conv1 = nn.Conv2d(32, 64, kernel_size=4, stride=2)
+        self.conv2 = nn.Conv2d(64, 64, kernel_size=3, stride=1)
+        self.flat_features = 64 * h * w
+        self.fc = nn.Linear(self.flat_features, self.hidden_size)
+        for layer in (self.conv0, self.conv1, self.conv2, self.fc):
+            nn.init.orthogonal_(layer.weight, gain=math.sqrt(2.0))
+            nn.init.zeros_(layer.bias)
+        self._finish_init()
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """``[N, C, H, W]`` uint8 -> ``[N, hidden_size]`` float32 features."""
+        x = self._prepare(obs)
+        x = torch.relu(self.conv0(x))
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        return torch.relu(self.fc(x.flatten(1)))
+
+
+class MLP(Torso):
+    """Fully connected torso for flat vector observations (e.g. CartPole's 4 floats).
+
+    ``layers`` x (Linear(hidden_size) -> Tanh). Input: ``[N, D]`` (any real dtype, cast to
+    float32, not rescaled). Output: float32 ``[N, hidden_size]``.
+
+    Tanh rather than ReLU: it is the default of the standard actor-critic MLPs for
+    low-dimensional control (Schulman et al. 2017 PPO; OpenAI Baselines, Stable-Baselines3,
+    CleanRL), its bounded features are robust to unnormalised observation scales, and it has no
+    dead units -- at these small widths a few dead ReLUs are a noticeable loss of capacity.
+    Initialisation: orthogonal with gain sqrt(2), zero biases (same convention as above).
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], hidden_size: int = 256, layers: int = 2) -> None:
+        super().__init__()
+        if len(obs_shape) != 1 or int(obs_shape[0]) <= 0:
+            raise ValueError(f"MLP torso needs a 1-D (D,) observation shape, got {obs_shape}")
+        if layers < 1:
+            raise ValueError(f"MLP torso needs at least one layer, got {layers}")
+        self.obs_shape = (int(obs_shape[0]),)
+        self.hidden_size = int(hidden_size)
+        mods: list[nn.Module] = []
+        width = self.obs_shape[0]
+        for _ in range(layers):
+            linear = nn.Linear(width, self.hidden_size)
+            nn.init.orthogonal_(linear.weight, gain=math.sqrt(2.0))
+            nn.init.zeros_(linear.bias)
+            mods += [linear, nn.Tanh()]
+            width = self.hidden_size
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """``[N, D]`` -> ``[N, hidden_size]`` float32 features."""
+        if obs.dim() != 2 or tuple(obs.shape[1:]) != self.obs_shape:
+            raise ValueError(
+                f"MLP expects [N, {self.obs_shape[0]}] observations, got {tuple(obs.shape)}"
+            )
+        return self.net(obs.to(torch.float32))

@@ -1,0 +1,281 @@
+"""Typed messages that cross process boundaries, and the trajectory layout declared once.
+
+Run by: every process (actors encode unrolls, the learner decodes them; the learner encodes
+weights and status, actors and the launcher decode them).
+Owns: ``PROTOCOL_VERSION``, the message classes, the dtype allow-list and the trajectory field
+spec (name -> shape, dtype) from which buffers, the codec's validation and test fixtures derive.
+
+Each message is a frozen dataclass. Fields annotated ``np.ndarray`` travel as raw array frames;
+every other field travels in the msgpack header and must be a plain scalar, string or a list of
+such. Nothing is ever pickled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+PROTOCOL_VERSION = 1
+"""Bumped on any incompatible change of a message or of the trajectory layout."""
+
+ALLOWED_DTYPES: frozenset[str] = frozenset(
+    {"uint8", "int32", "int64", "float16", "float32", "bool"}
+)
+"""Array dtypes accepted on the wire (numpy names). Anything else, 'O' above all, is rejected."""
+
+
+class ProtocolError(ValueError):
+    """A message failed validation. ``field`` names the offending field, ``reason`` says why.
+
+    ``reason`` is a short stable token (e.g. ``bad_shape``) used as the rejection counter key.
+    """
+
+    def __init__(self, field: str, reason: str, detail: str = "") -> None:
+        self.field = field
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{field}: {reason}" + (f" ({detail})" if detail else ""))
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """Shape and dtype of one array field. ``None`` in ``shape`` means any length."""
+
+    shape: tuple[int | None, ...]
+    dtype: np.dtype[Any]
+
+    def check(self, name: str, array: np.ndarray) -> None:
+        """Raise :class:`ProtocolError` naming ``name`` unless ``array`` matches this spec."""
+        if array.dtype != self.dtype:
+            raise ProtocolError(name, "bad_dtype", f"expected {self.dtype}, got {array.dtype}")
+        if len(array.shape) != len(self.shape) or any(
+            want is not None and want != got for want, got in zip(self.shape, array.shape)
+        ):
+            raise ProtocolError(name, "bad_shape", f"expected {self.shape}, got {array.shape}")
+
+
+@dataclass(frozen=True)
+class TrajectorySpec:
+    """The unroll layout for one run, derived from its config.
+
+    Attributes:
+        unroll_length: agent steps T per unroll.
+        obs_shape: one observation, e.g. (4, 84, 84) for Mario or (4,) for CartPole.
+        obs_dtype: uint8 for Mario frames, float32 for vector observations.
+        num_actions: size A of the discrete action set.
+    """
+
+    unroll_length: int
+    obs_shape: tuple[int, ...]
+    obs_dtype: np.dtype[Any]
+    num_actions: int
+
+    @property
+    def fields(self) -> dict[str, ArraySpec]:
+        """Every array of a :class:`Trajectory`, with T+1 observation rows for the bootstrap.
+
+        - ``obs`` [T+1, *obs_shape]: observation before each step, plus the one after the last.
+        - ``action`` [T] int64: action taken by the behaviour policy.
+        - ``reward`` [T] float32: raw env reward (summed over the frame skip).
+        - ``terminated`` [T] bool: the episode ended at this step (zeroes the bootstrap).
+        - ``truncated`` [T] bool: the episode was cut at this step (bootstraps from
+          ``truncated_obs``); ``obs[t + 1]`` is then the next episode's first observation.
+        - ``behaviour_logits`` [T, A] float32: logits of the behaviour policy.
+        - ``policy_version`` [T] int64: learner version of the weights that chose each action.
+        - ``truncated_obs`` [N, *obs_shape]: the final observation of each truncated step, in
+          time order (N = number of set ``truncated`` flags, usually 0).
+        """
+        t = self.unroll_length
+        obs_dtype = np.dtype(self.obs_dtype)
+        return {
+            "obs": ArraySpec((t + 1, *self.obs_shape), obs_dtype),
+            "action": ArraySpec((t,), np.dtype(np.int64)),
+            "reward": ArraySpec((t,), np.dtype(np.float32)),
+            "terminated": ArraySpec((t,), np.dtype(np.bool_)),
+            "truncated": ArraySpec((t,), np.dtype(np.bool_)),
+            "behaviour_logits": ArraySpec((t, self.num_actions), np.dtype(np.float32)),
+            "policy_version": ArraySpec((t,), np.dtype(np.int64)),
+            "truncated_obs": ArraySpec((None, *self.obs_shape), obs_dtype),
+        }
+
+    def empty(self, num_truncated: int = 0) -> dict[str, np.ndarray]:
+        """Zero-filled arrays for every field (buffers and test fixtures derive from this)."""
+        out = {}
+        for name, spec in self.fields.items():
+            shape = tuple(num_truncated if d is None else d for d in spec.shape)
+            out[name] = np.zeros(shape, dtype=spec.dtype)
+        return out
+
+    def validate(self, traj: Trajectory) -> None:
+        """Check a decoded trajectory against this run's layout and value ranges.
+
+        Raises:
+            ProtocolError: naming the first offending field: wrong shape or dtype, actions
+                outside [0, A), non-finite rewards or logits, a ``truncated_obs`` count that
+                differs from the number of truncated steps, or a step both terminated and
+                truncated.
+        """
+        for name, spec in self.fields.items():
+            spec.check(name, getattr(traj, name))
+        if traj.action.size and (traj.action.min() < 0 or traj.action.max() >= self.num_actions):
+            raise ProtocolError(
+                "action", "out_of_range", f"actions must be in [0, {self.num_actions})"
+            )
+        if not np.isfinite(traj.reward).all():
+            raise ProtocolError("reward", "not_finite")
+        if not np.isfinite(traj.behaviour_logits).all():
+            raise ProtocolError("behaviour_logits", "not_finite")
+        if self.obs_dtype != np.uint8 and not np.isfinite(traj.obs).all():
+            raise ProtocolError("obs", "not_finite")
+        if (traj.terminated & traj.truncated).any():
+            raise ProtocolError("truncated", "both_terminated_and_truncated")
+        n_trunc = int(traj.truncated.sum())
+        if traj.truncated_obs.shape[0] != n_trunc:
+            raise ProtocolError(
+                "truncated_obs", "bad_shape", f"{n_trunc} truncated steps need as many rows"
+            )
+        if traj.policy_version.size and traj.policy_version.min() < 0:
+            raise ProtocolError("policy_version", "out_of_range", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class EpisodeStats:
+    """Statistics of one finished episode, reported by the actor that ran it.
+
+    ``episode_return`` is the sum of raw env rewards; ``length`` counts agent steps;
+    ``max_x_pos`` is Mario's furthest x position in pixels (0 for other envs); ``stage`` is
+    ``"W-S"`` for Mario or the env id otherwise.
+    """
+
+    episode_return: float
+    length: int
+    max_x_pos: int = 0
+    flag_get: bool = False
+    stage: str = ""
+
+    def to_wire(self) -> list[Any]:
+        """Header representation: a fixed-order list (compact and easy to validate)."""
+        return [self.episode_return, self.length, self.max_x_pos, self.flag_get, self.stage]
+
+    @classmethod
+    def from_wire(cls, raw: Any, where: str) -> EpisodeStats:
+        """Parse :meth:`to_wire` output, raising :class:`ProtocolError` naming ``where``."""
+        if not isinstance(raw, list) or len(raw) != 5:
+            raise ProtocolError(where, "bad_episode", "expected a 5-item list")
+        ret, length, max_x, flag, stage = raw
+        if isinstance(ret, bool) or not isinstance(ret, int | float) or not math.isfinite(ret):
+            raise ProtocolError(where, "bad_episode", "return must be a finite number")
+        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+            raise ProtocolError(where, "bad_episode", "length must be an int >= 0")
+        if isinstance(max_x, bool) or not isinstance(max_x, int):
+            raise ProtocolError(where, "bad_episode", "max_x_pos must be an int")
+        if not isinstance(flag, bool) or not isinstance(stage, str) or len(stage) > 64:
+            raise ProtocolError(where, "bad_episode", "flag_get must be bool, stage a short str")
+        return cls(float(ret), length, max_x, flag, stage)
+
+
+class Message:
+    """Base of every wire message. ``TYPE`` is the header tag that selects the class."""
+
+    TYPE: ClassVar[str]
+
+
+@dataclass(frozen=True)
+class Hello(Message):
+    """Actor -> learner on connect: asks for the run's config and the current weights."""
+
+    TYPE: ClassVar[str] = "hello"
+    actor_id: int
+    run_id: str
+    host: str
+    pid: int
+    num_envs: int
+
+
+@dataclass(frozen=True)
+class Welcome(Message):
+    """Learner -> one actor, in reply to :class:`Hello`; followed at once by :class:`Weights`.
+
+    ``config_toml`` is the learner's resolved config, so a remote actor needs no config file.
+    ``broadcast_port`` is where the learner publishes weights and status.
+    """
+
+    TYPE: ClassVar[str] = "welcome"
+    learner_run_id: str
+    config_toml: str
+    broadcast_endpoint: str
+    policy_version: int
+
+
+@dataclass(frozen=True)
+class Trajectory(Message):
+    """Actor -> learner: one unroll of one env; layout in :class:`TrajectorySpec`.
+
+    ``seq`` counts this actor incarnation's unrolls from 0 (duplicate detection);
+    ``run_id`` identifies the incarnation; ``episodes`` lists episodes that ended in it.
+    """
+
+    TYPE: ClassVar[str] = "trajectory"
+    actor_id: int
+    run_id: str
+    seq: int
+    env_index: int
+    obs: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    behaviour_logits: np.ndarray
+    policy_version: np.ndarray
+    truncated_obs: np.ndarray
+    episodes: list[EpisodeStats] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Weights(Message):
+    """Learner -> actors: all model parameters flattened into one float32 vector.
+
+    ``layout`` lists ``[name, shape]`` in state-dict order; ``flat`` is their concatenation.
+    """
+
+    TYPE: ClassVar[str] = "weights"
+    policy_version: int
+    learner_run_id: str
+    layout: list[list[Any]]
+    flat: np.ndarray
+
+
+@dataclass(frozen=True)
+class LearnerStatus(Message):
+    """Learner -> launcher/actors, about once a second: progress figures and liveness.
+
+    Counts are totals since the run started (they survive resume). ``env_fps`` is env frames
+    consumed per second over the last interval. Episode means cover the last 100 episodes
+    (0 when there are none yet). ``done`` is set on the last status before a clean exit.
+    """
+
+    TYPE: ClassVar[str] = "learner_status"
+    learner_run_id: str
+    policy_version: int
+    updates: int
+    env_frames: int
+    total_env_frames: int
+    env_fps: float
+    episodes: int
+    mean_return: float
+    mean_x_pos: float
+    max_x_pos: int
+    flags: int
+    accepted: int
+    rejected: int
+    dropped_stale: int
+    duplicates: int
+    done: bool = False
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.TYPE: cls for cls in (Hello, Welcome, Trajectory, Weights, LearnerStatus)
+}
