@@ -35,17 +35,19 @@ On a step whose episode ends before its last NES frame (death or flag mid-skip) 
 is that final NES frame alone: Gymnasium's ``MaxAndSkipObservation`` would pool buffer slots left
 over from the previous step there. Such a terminal observation is never bootstrapped from.
 
-Measured (``bench/env_preprocessing.py``, one pinned core, uniform random SIMPLE_MOVEMENT
-actions on 1-1, frame_skip 4, 84x84, stack 4, 20 s each; raw ``env.step`` runs ~1100-1140 NES
-frames/s on this core):
+Measured (``bench/env_preprocessing.py``: one pinned core of a shared 2-core machine, uniform
+random SIMPLE_MOVEMENT actions on 1-1, frame_skip 4, 84x84, stack 4, 20 CPU-s per variant in
+interleaved rounds, env frames per CPU second; range over 3 runs):
 
-* gymnasium chain: 852 env (NES) frames/s
-* fused:           1012 env (NES) frames/s (+19%), so ``"fused"`` is the default.
+* bare ``JoypadSpace`` env.step, no preprocessing: 1018-1083 NES frames/s (reference)
+* gymnasium chain: 743-783 env frames/s
+* fused:           928-1023 env frames/s, +25% to +31% over the chain, so ``"fused"`` is the
+  default; it costs ~5% over bare NES stepping.
 
-The chain's cost is its per-NES-frame numpy grayscale (~280 us/frame vs ~23 us for the native copy
-of the two pooled frames only). Building the env's 42-key ``info`` measured ~14 us per NES frame
-(~1.5% of a frame), so the fused wrapper still calls the public ``env.step`` every frame rather than
-bypassing it through nes-py internals.
+The chain's cost is its per-NES-frame numpy grayscale (~280 us per frame, vs ~23 us for one
+native copy, which the fused form makes only for the two pooled frames). Building the env's 42-key
+``info`` measured ~14 us per NES frame (~1.5% of an ~850 us frame), so the fused wrapper still
+calls the public ``env.step`` every frame rather than bypassing it through nes-py internals.
 
 Per-step ``info`` after trimming (keys and types, also on reset):
 
@@ -73,9 +75,10 @@ reset (``x_pos`` etc.). The ending step's data is under::
                                ``max_x_pos`` int64, ``flag_get`` bool, ``stage`` object)
 
 The ``final_*`` keys are absent when no env ended in that step; ``rewards``, ``terminations`` and
-``truncations`` are those of the ending step. Measured (same bench, 8 envs, 10 s each): stepping
-through ``SyncVectorEnv`` costs ~1-2% of throughput versus a plain Python loop over the same envs
-(see ``bench/env_preprocessing.py`` for the current numbers).
+``truncations`` are those of the ending step. Measured (same bench, 8 Mario envs, 10 CPU-s per
+variant): ``SyncVectorEnv`` spends ~340 us of CPU per vector step outside the sub-envs (info
+merging, batching, the observation copy), 1.0-1.1% of the step; end-to-end throughput versus a
+plain Python loop over the same envs differed by 0.8-3.2% (within run-to-run noise here).
 """
 
 from __future__ import annotations
@@ -88,7 +91,6 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 from gymnasium.wrappers import (
-    DtypeObservation,
     FrameStackObservation,
     MaxAndSkipObservation,
     ResizeObservation,
@@ -366,7 +368,10 @@ class EpisodeInfo(gymnasium.Wrapper):
         return obs, reward, terminated, truncated, out
 
 
-def _gym_make(cfg: EnvConfig, **kwargs: Any) -> gymnasium.Env:
+def _gym_make(cfg: EnvConfig, render_mode: str | None, **kwargs: Any) -> gymnasium.Env:
+    if render_mode is not None:
+        # Only when asked: envs written without a render_mode argument reject even None.
+        kwargs["render_mode"] = render_mode
     try:
         return gymnasium.make(cfg.id, **kwargs)
     except gymnasium.error.Error as exc:
@@ -383,7 +388,7 @@ def _make_mario(
     action_set = _mario_action_set(cfg)
     if preprocessing not in ("fused", "gymnasium"):
         raise ValueError(f"preprocessing must be 'fused' or 'gymnasium', got {preprocessing!r}")
-    env = _gym_make(cfg, render_mode=render_mode)
+    env = _gym_make(cfg, render_mode)
     if not isinstance(env.unwrapped, NESEnv):
         env.close()
         raise ValueError(f"env.id: {cfg.id!r} is not a nes-py Super Mario Bros env")
@@ -398,9 +403,13 @@ def _make_mario(
     return gymnasium_mario_preprocessing(env, **sizes)
 
 
+def _as_float32(obs: np.ndarray) -> np.ndarray:
+    return np.asarray(obs, dtype=np.float32)
+
+
 def _make_vector_obs_env(cfg: EnvConfig, render_mode: str | None) -> gymnasium.Env:
     limit = {"max_episode_steps": cfg.max_episode_steps} if cfg.max_episode_steps > 0 else {}
-    env = _gym_make(cfg, render_mode=render_mode, **limit)
+    env = _gym_make(cfg, render_mode, **limit)
     obs_space, act_space = env.observation_space, env.action_space
     problem = None
     if not isinstance(obs_space, spaces.Box) or len(obs_space.shape) != 1:
@@ -411,7 +420,11 @@ def _make_vector_obs_env(cfg: EnvConfig, render_mode: str | None) -> gymnasium.E
         env.close()
         raise ValueError(f"env.id: {cfg.id!r} {problem}")
     if obs_space.dtype != np.float32:
-        env = DtypeObservation(env, np.float32)
+        # Not DtypeObservation: it builds the float32 Box from float64 bounds and warns.
+        space = spaces.Box(
+            obs_space.low.astype(np.float32), obs_space.high.astype(np.float32), dtype=np.float32
+        )
+        env = TransformObservation(env, _as_float32, space)
     return env
 
 

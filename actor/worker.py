@@ -35,6 +35,7 @@ from models import build_model
 from models.weights import load_flat_state
 from protocol import transport
 from protocol.messages import (
+    Credit,
     Hello,
     LearnerStatus,
     Message,
@@ -83,13 +84,14 @@ class Actor:
         self.options = options
         self.run_id = uuid.uuid4().hex[:12]
         self.ctx = zmq.Context.instance()
-        self.dealer = transport.connect_dealer(self.ctx, options.learner, sndhwm=4)
+        self.dealer = transport.connect_dealer(self.ctx, options.learner)
         self.sub: zmq.Socket[Any] | None = None
         self.stopping = False
         self.last_heard = time.monotonic()
         self.policy_version = -1
         self.learner_run_id = ""
         self.sent = 0
+        self.credits = 0
         self.env_frames = 0
         self.done = False
 
@@ -116,6 +118,7 @@ class Actor:
                 welcome = msg
         config = schema.from_dict(tomllib.loads(welcome.config_toml))
         self.learner_run_id = welcome.learner_run_id
+        self.credits = welcome.credits
         broadcast = transport.resolve_broadcast(self.options.learner, welcome.broadcast_endpoint)
         self.sub = transport.connect_sub(
             self.ctx, broadcast, (transport.TOPIC_WEIGHTS, transport.TOPIC_STATUS)
@@ -194,6 +197,8 @@ class Actor:
                 self.last_heard = time.monotonic()
                 if isinstance(msg, Weights):
                     self._load(msg)
+                elif isinstance(msg, Credit):
+                    self.credits += msg.unrolls
                 elif isinstance(msg, LearnerStatus) and msg.done:
                     self.done = True
 
@@ -206,12 +211,18 @@ class Actor:
             )
 
     def _send(self, traj: Trajectory) -> None:
-        """Send one unroll, waiting while the learner applies backpressure (HWM reached)."""
+        """Send one unroll once the learner has granted a credit (its flow control).
+
+        While waiting, weights, credits and status keep being applied, and the learner's
+        silence is timed so a dead learner ends the wait.
+        """
         while not self.stopping:
-            if self.dealer.poll(200, zmq.POLLOUT):
+            if self.credits > 0 and self.dealer.poll(0, zmq.POLLOUT):
                 transport.send(self.dealer, traj, flags=zmq.NOBLOCK)
+                self.credits -= 1
                 self.sent += 1
                 return
+            self.dealer.poll(100)  # wake as soon as a credit arrives
             self._drain()
             self._check_alive()
 

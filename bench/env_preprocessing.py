@@ -109,6 +109,42 @@ def _vector_runner(cfg: EnvConfig, num_envs: int) -> Runner:
     return run
 
 
+def _vector_overhead_us(cfg: EnvConfig, num_envs: int, seconds: float) -> tuple[float, float]:
+    """CPU time of ``SyncVectorEnv.step`` not spent inside the sub-envs' step/reset.
+
+    Returns:
+        (overhead in us per vector step, overhead as a fraction of the vector step's CPU time).
+    """
+    envs = make_vector_env(cfg, num_envs, seed=0)
+    envs.reset()
+    inner = [0.0]
+
+    def timed(fn: Callable[..., object]) -> Callable[..., object]:
+        def call(*args: object, **kwargs: object) -> object:
+            start = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                inner[0] += time.process_time() - start
+
+        return call
+
+    for env in envs.envs:
+        env.step = timed(env.step)  # type: ignore[method-assign]
+        env.reset = timed(env.reset)  # type: ignore[method-assign]
+    n = int(envs.single_action_space.n)
+    rng = np.random.default_rng(0)
+    total, steps = 0.0, 0
+    while total < seconds:
+        actions = rng.integers(n, size=num_envs)
+        start = time.process_time()
+        envs.step(actions)
+        total += time.process_time() - start
+        steps += 1
+    envs.close()
+    return (total - inner[0]) / steps * 1e6, (total - inner[0]) / total
+
+
 def _compare(
     runners: dict[str, Runner], seconds: float, rounds: int, frames_per_step: int
 ) -> dict[str, tuple[float, float]]:
@@ -169,6 +205,8 @@ def main() -> None:
         print(f"{name:>26}: {cpu:7.0f} env frames/CPU-s  ({wall:7.0f} /wall-s)")
     plain, vector = (v[0] for v in vec.values())
     print(f"SyncVectorEnv overhead: {1 - vector / plain:+.1%} of plain-loop throughput")
+    us, frac = _vector_overhead_us(cfg, args.num_envs, args.vector_seconds)
+    print(f"SyncVectorEnv.step CPU outside the envs: {us:.0f} us per vector step ({frac:.1%})")
 
 
 if __name__ == "__main__":

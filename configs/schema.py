@@ -129,9 +129,6 @@ class ActorConfig:
         "Seconds without any message from the learner before an actor gives up and exits.",
         gt=0,
     )
-    send_hwm: int = option(
-        4, "ZeroMQ send high-water mark (unrolls queued per actor) for backpressure.", ge=1
-    )
 
 
 @dataclass(frozen=True)
@@ -153,7 +150,12 @@ class LearnerConfig:
     max_policy_lag: int = option(
         100, "Drop unrolls whose oldest step is this many policy versions behind.", ge=0
     )
-    queue_unrolls: int = option(64, "Bounded queue of accepted unrolls waiting for a batch.", ge=1)
+    credits_per_env: int = option(
+        2,
+        "Flow control: unrolls each actor env may have in flight (sent, not yet consumed). "
+        "Bounds learner memory and policy lag.",
+        ge=1,
+    )
     device: str = option(
         "auto",
         "Torch device: auto (cuda if present), cpu, cuda, cuda:N.",

@@ -9,6 +9,7 @@ final checkpoints, and the frame budget. The algorithm itself is :class:`learner
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import time
@@ -32,6 +33,7 @@ from models.weights import flatten_state
 from protocol import transport
 from protocol.codec import decode
 from protocol.messages import (
+    Credit,
     EpisodeStats,
     Hello,
     LearnerStatus,
@@ -46,6 +48,8 @@ log = logging.getLogger("learner")
 
 STATUS_INTERVAL_S = 1.0
 EPISODE_WINDOW = 100
+EPISODE_LOG = "episodes.jsonl"
+"""One JSON object per finished episode: env_frames, actor, return, length, x_pos, flag, stage."""
 
 
 @dataclass
@@ -64,6 +68,15 @@ class Accounting:
     @property
     def rejected_total(self) -> int:
         return sum(self.rejected.values())
+
+
+@dataclass
+class Peer:
+    """An actor connection known from its hello: who it is and its unrolls in flight."""
+
+    actor_id: int
+    run_id: str
+    credits: int  # unrolls it may still send before it must wait for a Credit
 
 
 @dataclass
@@ -116,13 +129,16 @@ class LearnerServer:
         if resume is not None:
             self._restore(resume)
         self.frames_per_unroll = config.actor.unroll_length * config.env.frames_per_step
-        self.pending: deque[Trajectory] = deque()
+        self.pending: deque[tuple[bytes, Trajectory]] = deque()
+        self.peers: dict[bytes, Peer] = {}
+        self._grants: Counter[bytes] = Counter()
         self.last_seq: dict[tuple[int, str], int] = {}
         self.stopping = False
         self.ctx = zmq.Context.instance()
         self.router = transport.bind_router(self.ctx, config.network.trajectory_endpoint)
         self.pub = transport.bind_pub(self.ctx, config.network.broadcast_endpoint)
         self.writer = SummaryWriter(log_dir=str(run_dir))
+        self.episode_log = open(run_dir / EPISODE_LOG, "a", buffering=1)  # noqa: SIM115
         self.config_toml = tomli_w.dumps(schema.to_dict(config))
         self._weights: Weights | None = None
         self._metric_sums: Counter[str] = Counter()
@@ -188,61 +204,104 @@ class LearnerServer:
         transport.send(self.pub, self._current_weights(), prefix=[transport.TOPIC_WEIGHTS])
 
     def _handle(self, identity: bytes, frames: list[Any]) -> None:
+        peer = self.peers.get(identity)
         try:
             msg = decode(frames)
             if isinstance(msg, Trajectory):
+                if peer is None or peer.credits <= 0:
+                    raise ProtocolError("credits", "no_credit", "unroll sent without a credit")
+                peer.credits -= 1
+                self._grants[identity] += 1  # returned now unless it is accepted below
                 self.spec.validate(msg)
         except ProtocolError as exc:
             self.accounting.rejected[f"{exc.field}:{exc.reason}"] += 1
-            log.warning("rejected a message: %s", exc)
+            log.warning("rejected a message from actor %s: %s", peer.actor_id if peer else "?", exc)
             return
         if isinstance(msg, Hello):
-            log.info("actor %d (%s pid %d) joined", msg.actor_id, msg.host, msg.pid)
-            welcome = Welcome(
-                learner_run_id=self.run_id,
-                config_toml=self.config_toml,
-                broadcast_endpoint=self.config.network.broadcast_endpoint,
-                policy_version=self.learner.policy_version,
-            )
-            transport.send(self.router, welcome, prefix=[identity])
-            transport.send(self.router, self._current_weights(), prefix=[identity])
+            self._welcome(identity, msg)
         elif isinstance(msg, Trajectory):
-            self._accept(msg)
+            if self._accept(msg):
+                self._grants[identity] -= 1  # returned when the unroll is trained on
+                self.pending.append((identity, msg))
         else:
             self.accounting.rejected[f"type:unexpected_{msg.TYPE}"] += 1
 
-    def _accept(self, traj: Trajectory) -> None:
+    def _welcome(self, identity: bytes, hello: Hello) -> None:
+        credits = self.config.learner.credits_per_env * (
+            hello.num_envs or self.config.actor.num_envs
+        )
+        self.peers[identity] = Peer(hello.actor_id, hello.run_id, credits)
+        log.info(
+            "actor %d (%s pid %d) joined with %d credits",
+            hello.actor_id,
+            hello.host,
+            hello.pid,
+            credits,
+        )
+        welcome = Welcome(
+            learner_run_id=self.run_id,
+            config_toml=self.config_toml,
+            broadcast_endpoint=self.config.network.broadcast_endpoint,
+            policy_version=self.learner.policy_version,
+            credits=credits,
+        )
+        transport.send(self.router, welcome, prefix=[identity])
+        transport.send(self.router, self._current_weights(), prefix=[identity])
+
+    def _accept(self, traj: Trajectory) -> bool:
+        """Sort a valid unroll into accepted, duplicate or stale; True if accepted."""
         key = (traj.actor_id, traj.run_id)
         if traj.seq <= self.last_seq.get(key, -1):
             self.accounting.duplicates += 1
-            return
+            return False
         self.last_seq[key] = traj.seq
         lag = self.learner.policy_version - int(traj.policy_version.min())
         if lag > self.config.learner.max_policy_lag:
             self.accounting.dropped_stale += 1
-            return
+            return False
         self.accounting.accepted += 1
         for stats in traj.episodes:
             self.episodes.add(stats)
-        self.pending.append(traj)
+            record = {
+                "env_frames": self.env_frames,
+                "actor_id": traj.actor_id,
+                "return": stats.episode_return,
+                "length": stats.length,
+                "max_x_pos": stats.max_x_pos,
+                "flag_get": stats.flag_get,
+                "stage": stats.stage,
+            }
+            self.episode_log.write(json.dumps(record) + "\n")
+        return True
+
+    def _send_credits(self) -> None:
+        for identity, n in self._grants.items():
+            peer = self.peers.get(identity)
+            if n > 0 and peer is not None:
+                peer.credits += n
+                transport.send(self.router, Credit(unrolls=n), prefix=[identity])
+        self._grants.clear()
 
     def _receive(self, timeout_ms: int) -> None:
-        """Read messages until the queue is full or none is waiting (after ``timeout_ms``)."""
-        cap = max(self.config.learner.queue_unrolls, self.config.learner.batch_size)
-        if len(self.pending) >= cap or not self.router.poll(timeout_ms):
+        """Read every waiting message (after up to ``timeout_ms``), then return credits.
+
+        The queue needs no cap of its own: credits bound it to the sum of the actors' grants.
+        """
+        if not self.router.poll(timeout_ms):
             return
-        while len(self.pending) < cap:
+        while True:
             try:
                 frames = self.router.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
-                return
+                break
             self._handle(bytes(frames[0].buffer), frames[1:])
+        self._send_credits()
 
     # -- training ------------------------------------------------------------------------
     def _train(self) -> None:
         b = self.config.learner.batch_size
-        trajectories = [self.pending.popleft() for _ in range(b)]
-        batch = collate(trajectories, self.learner.device)
+        taken = [self.pending.popleft() for _ in range(b)]
+        batch = collate([traj for _, traj in taken], self.learner.device)
         version = self.learner.policy_version
         lag = (version - batch.policy_version).float()
         self._lags.append((float(lag.mean()), float(lag.max())))
@@ -251,6 +310,9 @@ class LearnerServer:
         self._metric_sums.update(metrics)
         self._metric_count += 1
         self.publish_weights()
+        for identity, _ in taken:
+            self._grants[identity] += 1
+        self._send_credits()
 
     def status(self, done: bool = False) -> LearnerStatus:
         """The figures broadcast to the launcher and actors about once a second."""
@@ -347,6 +409,7 @@ class LearnerServer:
 
     def close(self) -> None:
         self.writer.close()
+        self.episode_log.close()
         self.router.close(0)
         self.pub.close(linger=500)
 

@@ -15,6 +15,7 @@ other leading dims before calling it.
 from __future__ import annotations
 
 import math
+import typing
 
 import torch
 from torch import Tensor, nn
@@ -55,24 +56,36 @@ class ImageTorso(Torso):
     Input may be uint8 (as the env produces) or any float dtype holding the same raw
     ``[0, 255]`` values; it is converted to float32 and multiplied by 1/255 inside ``forward``.
 
-    CPU inference speed: the conv weights are stored in ``torch.channels_last`` (NHWC) memory
-    format and the input is converted to it at the start of ``forward`` (a cheap copy of the
-    uint8 tensor), because oneDNN's NHWC convolutions are markedly faster than NCHW at the small
-    batches the actors run (measured ~1.3-2x for these nets at batch 8-16, one thread). Callers
-    pass ordinary contiguous tensors; outputs are ordinary contiguous tensors. Set
-    ``channels_last=False`` at construction to keep the default NCHW layout.
+    Memory format: when the conv weights are stored ``torch.channels_last`` (NHWC), ``forward``
+    converts its input to that layout too (while still uint8, the cheapest point), so callers
+    always pass ordinary contiguous NCHW tensors and get ordinary contiguous features back. The
+    layout is read from the weights on every call, so ``model.to(memory_format=...)`` switches it
+    at any time (e.g. a learner that prefers NCHW on its GPU); ``load_state_dict`` keeps it.
+    Measured on one CPU thread at batch 8-16 (4x84x84), NHWC makes :class:`ImpalaResNet` ~2.8x
+    faster (oneDNN's NCHW 3x3 max-pool and small-channel convs are slow) and is neutral for
+    :class:`NatureCNN`, hence the per-class defaults.
     """
 
-    def __init__(self, obs_shape: tuple[int, ...], hidden_size: int, channels_last: bool) -> None:
+    def __init__(self, obs_shape: tuple[int, ...], hidden_size: int) -> None:
         super().__init__()
         self.obs_shape = _check_image_shape(obs_shape)
         self.hidden_size = int(hidden_size)
-        self.channels_last = bool(channels_last)
 
-    def _finish_init(self) -> None:
-        """Move 4-D conv weights to the chosen memory format (call at the end of ``__init__``)."""
-        if self.channels_last:
-            self.to(memory_format=torch.channels_last)
+    def _first_conv(self) -> nn.Conv2d:
+        raise NotImplementedError
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the conv weights (and so the activations) use ``torch.channels_last``."""
+        weight = self._first_conv().weight
+        return weight.is_contiguous(memory_format=torch.channels_last) and not (
+            weight.is_contiguous()
+        )
+
+    def _set_layout(self, channels_last: bool) -> None:
+        """Store the 4-D conv weights in the chosen memory format (end of ``__init__``)."""
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.to(memory_format=fmt)
 
     def _prepare(self, obs: Tensor) -> Tensor:
         """uint8/float ``[N, C, H, W]`` in [0, 255] -> float32 in [0, 1], in the conv layout."""
@@ -126,6 +139,7 @@ class ImpalaResNet(ImageTorso):
     goes 84 -> 42 -> 21 -> 11, so the flattened feature has 32*11*11 = 3872 entries.
 
     Input: uint8 (or float in [0, 255]) ``[N, C, H, W]``. Output: float32 ``[N, hidden_size]``.
+    ``channels_last`` (default True, ~2.8x faster CPU inference) picks the conv memory format.
 
     Initialisation: PyTorch's default (Kaiming-uniform, a=sqrt(5)) for every layer, as in the
     reference PyTorch ports (TorchBeast, CleanRL). Its effective gain is < 1, which keeps the
@@ -140,7 +154,7 @@ class ImpalaResNet(ImageTorso):
         channels: tuple[int, ...] = (16, 32, 32),
         channels_last: bool = True,
     ) -> None:
-        super().__init__(obs_shape, hidden_size, channels_last)
+        super().__init__(obs_shape, hidden_size)
         c, h, w = self.obs_shape
         stages: list[nn.Module] = []
         for out_c in channels:
@@ -150,7 +164,10 @@ class ImpalaResNet(ImageTorso):
         self.stages = nn.Sequential(*stages)
         self.flat_features = c * h * w
         self.fc = nn.Linear(self.flat_features, self.hidden_size)
-        self._finish_init()
+        self._set_layout(channels_last)
+
+    def _first_conv(self) -> nn.Conv2d:
+        return typing.cast(_ImpalaStage, self.stages[0]).conv
 
     def forward(self, obs: Tensor) -> Tensor:
         """``[N, C, H, W]`` uint8 -> ``[N, hidden_size]`` float32 features."""
@@ -169,15 +186,16 @@ class NatureCNN(ImageTorso):
     flattened feature has 64*7*7 = 3136 entries.
 
     Input: uint8 (or float in [0, 255]) ``[N, C, H, W]``. Output: float32 ``[N, hidden_size]``.
+    ``channels_last`` (default False: NHWC measured no faster for this net) picks the layout.
 
     Initialisation: orthogonal with gain sqrt(2) (the ReLU gain), zero biases -- the OpenAI
     Baselines / CleanRL convention for this network.
     """
 
     def __init__(
-        self, obs_shape: tuple[int, ...], hidden_size: int = 256, channels_last: bool = True
+        self, obs_shape: tuple[int, ...], hidden_size: int = 256, channels_last: bool = False
     ) -> None:
-        super().__init__(obs_shape, hidden_size, channels_last)
+        super().__init__(obs_shape, hidden_size)
         c, h, w = self.obs_shape
         for k, s in ((8, 4), (4, 2), (3, 1)):
             h, w = _conv_out(h, k, s), _conv_out(w, k, s)
@@ -191,7 +209,10 @@ class NatureCNN(ImageTorso):
         for layer in (self.conv0, self.conv1, self.conv2, self.fc):
             nn.init.orthogonal_(layer.weight, gain=math.sqrt(2.0))
             nn.init.zeros_(layer.bias)
-        self._finish_init()
+        self._set_layout(channels_last)
+
+    def _first_conv(self) -> nn.Conv2d:
+        return self.conv0
 
     def forward(self, obs: Tensor) -> Tensor:
         """``[N, C, H, W]`` uint8 -> ``[N, hidden_size]`` float32 features."""

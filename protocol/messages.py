@@ -200,7 +200,8 @@ class Welcome(Message):
     """Learner -> one actor, in reply to :class:`Hello`; followed at once by :class:`Weights`.
 
     ``config_toml`` is the learner's resolved config, so a remote actor needs no config file.
-    ``broadcast_port`` is where the learner publishes weights and status.
+    ``broadcast_endpoint`` is where the learner publishes weights and status; ``credits`` is the
+    number of unrolls the actor may send before it waits for a :class:`Credit`.
     """
 
     TYPE: ClassVar[str] = "welcome"
@@ -208,6 +209,20 @@ class Welcome(Message):
     config_toml: str
     broadcast_endpoint: str
     policy_version: int
+    credits: int
+
+
+@dataclass(frozen=True)
+class Credit(Message):
+    """Learner -> one actor: permission to send ``unrolls`` more trajectories.
+
+    Credit-based flow control bounds the unrolls in flight per actor (sent but not yet trained
+    on, dropped or rejected) whatever the transport buffers hold, which bounds both memory and
+    policy lag when the learner is slower than the actors.
+    """
+
+    TYPE: ClassVar[str] = "credit"
+    unrolls: int
 
 
 @dataclass(frozen=True)
@@ -277,5 +292,5 @@ class LearnerStatus(Message):
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.TYPE: cls for cls in (Hello, Welcome, Trajectory, Weights, LearnerStatus)
+    cls.TYPE: cls for cls in (Hello, Welcome, Credit, Trajectory, Weights, LearnerStatus)
 }

@@ -7,9 +7,10 @@ launcher agree on patterns and limits:
   hello with a welcome and the current weights on the same connection (no slow-joiner gap).
 - weights and status: learner PUB (bind) --> actor / launcher SUB, one topic frame first.
 
-Bounded queues everywhere: a DEALER's send HWM caps unrolls queued per actor, the ROUTER's
-receive HWM caps what the learner buffers per peer, and the PUB's send HWM drops old
-broadcasts for a slow subscriber instead of growing (a later weights message supersedes it).
+Bounded queues everywhere: the learner's credits (see :class:`protocol.messages.Credit`) cap
+the unrolls each actor has in flight, HWMs back them up at the socket level, and the PUB's send
+HWM drops old broadcasts for a slow subscriber instead of growing (a later weights message
+supersedes it).
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ def bind_router(ctx: zmq.Context[Any], endpoint: str, rcvhwm: int = 64) -> zmq.S
     return sock
 
 
-def connect_dealer(ctx: zmq.Context[Any], endpoint: str, sndhwm: int) -> zmq.Socket[Any]:
-    """Actor side of the unroll channel. ``sndhwm`` bounds unrolls queued for the learner.
+def connect_dealer(ctx: zmq.Context[Any], endpoint: str, sndhwm: int = 64) -> zmq.Socket[Any]:
+    """Actor side of the unroll channel.
+
+    The learner's credits bound what an actor sends; ``sndhwm`` is only a backstop.
 
     Reconnects are ZeroMQ's job (backoff 100 ms up to 5 s), so a restarted learner at the same
     endpoint is found again without a new socket.

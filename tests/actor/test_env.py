@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from actor import env as env_mod
 from actor.env import (
     EpisodeInfo,
     make_env,
@@ -28,7 +27,9 @@ NES_FRAME_COUNTER = 0x09  # SMB RAM: incremented once per NES frame
 
 def _expected_frame(gray_frames: list[np.ndarray], res: int) -> np.ndarray:
     """Reference preprocessing of one agent step from raw grayscale NES frames."""
-    pooled = np.maximum(gray_frames[-2], gray_frames[-1]) if len(gray_frames) > 1 else gray_frames[-1]
+    pooled = (
+        np.maximum(gray_frames[-2], gray_frames[-1]) if len(gray_frames) > 1 else gray_frames[-1]
+    )
     return cv2.resize(pooled, (res, res), interpolation=cv2.INTER_AREA)
 
 
@@ -44,6 +45,16 @@ def _gray(env: gymnasium.Env) -> np.ndarray:
     from nes_py.nes_env import OBSERVATION_MODE_GRAYSCALE
 
     return env.unwrapped.observation(mode=OBSERVATION_MODE_GRAYSCALE)
+
+
+def _run_until_done(env: gymnasium.Env, action: int, limit: int) -> list[tuple[Any, ...]]:
+    steps = []
+    for _ in range(limit):
+        out = env.step(action)
+        steps.append(out)
+        if out[2] or out[3]:
+            break
+    return steps
 
 
 # --------------------------------------------------------------------------- Mario: spaces
@@ -152,26 +163,28 @@ def test_nes_luma_matches_native_grayscale() -> None:
     ids=["default", "skip3", "skip1"],
 )
 def test_fused_equals_gymnasium_chain(cfg: EnvConfig) -> None:
-    """Same action sequence from reset, across a death and a reset: identical everything."""
+    """Same action sequence from reset, through a death, a reset and random play: identical
+    observations, rewards, flags and infos. Walking right dies on NES frame 160, so with
+    skip 3 the death ends an agent step after its first NES frame (the early-end path)."""
     fused = make_env(cfg, preprocessing="fused")
     chain = make_env(cfg, preprocessing="gymnasium")
     assert fused.observation_space == chain.observation_space
-    assert isinstance(fused.unwrapped, type(chain.unwrapped))
     obs_f, info_f = fused.reset()
     obs_c, info_c = chain.reset()
     np.testing.assert_array_equal(obs_f, obs_c)
     assert info_f == info_c
     rng = np.random.default_rng(7)
-    episodes = 0
-    for _ in range(250):
-        # Mostly right so Mario soon meets (and dies at) a goomba, plus random jumps.
-        action = RIGHT if rng.random() < 0.7 else int(rng.integers(7))
+    episodes, steps_after_reset = 0, 0
+    while steps_after_reset < 60:
+        action = RIGHT if episodes == 0 else int(rng.integers(7))
         out_f = fused.step(action)
         out_c = chain.step(action)
         np.testing.assert_array_equal(out_f[0], out_c[0])
         assert out_f[0].shape == fused.observation_space.shape
         assert out_f[1:] == out_c[1:]  # reward, terminated, truncated, info
+        steps_after_reset += episodes > 0
         if out_f[2] or out_f[3]:
+            assert out_f[2]  # the death
             episodes += 1
             np.testing.assert_array_equal(fused.reset()[0], chain.reset()[0])
     assert episodes >= 1
@@ -179,17 +192,31 @@ def test_fused_equals_gymnasium_chain(cfg: EnvConfig) -> None:
     chain.close()
 
 
-# ----------------------------------------------------- Mario: episode ends and statistics
-
-
-def _run_until_done(env: gymnasium.Env, action: int, limit: int) -> list[tuple[Any, ...]]:
-    steps = []
-    for _ in range(limit):
-        out = env.step(action)
-        steps.append(out)
-        if out[2] or out[3]:
+@pytest.mark.parametrize("preprocessing", ["fused", "gymnasium"])
+def test_early_episode_end_observation_is_last_nes_frame_alone(preprocessing: str) -> None:
+    """Skip 3, walking right: death on NES frame 160 = step 54's first frame."""
+    env = make_env(EnvConfig(frame_skip=3), preprocessing=preprocessing)  # type: ignore[arg-type]
+    raw = _raw_mario()
+    env.reset()
+    raw.reset()
+    steps = _run_until_done(env, RIGHT, 100)
+    raw_rewards = []
+    while True:
+        _, r, raw_term, _, _ = raw.step(RIGHT)
+        raw_rewards.append(r)
+        if raw_term:
             break
-    return steps
+    assert len(raw_rewards) == 160 and len(steps) == 54
+    obs, reward, terminated, _, _ = steps[-1]
+    assert terminated
+    assert reward == pytest.approx(raw_rewards[-1])  # only one NES frame was stepped
+    np.testing.assert_array_equal(obs[-1], _expected_frame([_gray(raw)], 84))
+    np.testing.assert_array_equal(obs[:-1], steps[-2][0][1:])
+    env.close()
+    raw.close()
+
+
+# ----------------------------------------------------- Mario: episode ends and statistics
 
 
 def test_death_terminates_with_episode_stats_on_last_step_only() -> None:
@@ -398,5 +425,6 @@ def test_vector_env_masks_when_one_env_ends_and_seeds_per_env() -> None:
     envs.close()
 
 
-def test_module_default_is_a_known_preprocessing() -> None:
-    assert env_mod.DEFAULT_PREPROCESSING in ("fused", "gymnasium")
+def test_unknown_preprocessing_raises() -> None:
+    with pytest.raises(ValueError, match="preprocessing"):
+        make_env(MARIO, preprocessing="opencv")  # type: ignore[arg-type]

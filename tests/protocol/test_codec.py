@@ -11,6 +11,7 @@ import pytest
 from protocol.codec import Limits, decode, encode
 from protocol.messages import (
     PROTOCOL_VERSION,
+    Credit,
     EpisodeStats,
     Hello,
     LearnerStatus,
