@@ -254,7 +254,9 @@ def train(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="launcher.py",
         description="Train a Super Mario Bros agent (IMPALA / V-trace).",
-        epilog="Subcommands: none yet besides training.",
+        epilog="Subcommands: "
+        + "; ".join(f"{name}: {text}" for name, (_, text) in SUBCOMMANDS.items())
+        + ". Run `launcher.py SUBCOMMAND --help` for theirs.",
     )
     parser.add_argument(
         "--run-dir", type=Path, default=None, help="run directory [default: runs/<timestamp>]"
@@ -294,9 +296,23 @@ def train(argv: list[str]) -> int:
     return launcher.run()
 
 
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    # name -> (module with a ``main(argv: list[str]) -> int``, one-line help)
+    "eval": ("evaluation.cli", "evaluate a checkpoint or a baseline on stages, with videos"),
+}
+"""Subcommands beyond training; each lives in its own module and owns its flags."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``launcher.py [SUBCOMMAND] ...``: train by default, else dispatch to a subcommand."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return train(list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in SUBCOMMANDS:
+        import importlib
+
+        module = importlib.import_module(SUBCOMMANDS[args[0]][0])
+        return int(module.main(args[1:]))
+    return train(args)
 
 
 if __name__ == "__main__":

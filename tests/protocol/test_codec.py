@@ -54,7 +54,9 @@ MESSAGES = [
         config_toml="[run]\nseed = 1\n",
         broadcast_endpoint="tcp://*:5556",
         policy_version=3,
+        credits=16,
     ),
+    Credit(unrolls=8),
     Weights(
         policy_version=5,
         learner_run_id="L",
