@@ -38,7 +38,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             dest=f"override:{dotted}",
             metavar=getattr(typ, "__name__", "VALUE").upper(),
             default=None,
-            help=f"{meta['doc']}{extra} [default: {field.default!r}]",
+            # argparse %-formats help strings, so a literal % must be doubled
+            help=f"{meta['doc']}{extra} [default: {field.default!r}]".replace("%", "%%"),
         )
 
 
