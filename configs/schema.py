@@ -92,6 +92,50 @@ class EnvConfig:
     max_episode_steps: int = option(
         0, "Truncate episodes after this many agent steps; 0 = the env's own limit.", ge=0
     )
+    stages: tuple[str, ...] = option(
+        (),
+        "SMB1 stages each env samples from at every episode start (W-S, W-S..W-S, "
+        'world:1,2 or all; e.g. ["1-1", "1-2"]); empty = just env.id.',
+    )
+    stage_sampling: str = option(
+        "uniform",
+        "How env.stages are drawn: uniform, or curriculum (weight m + (1 - m) * (1 - recent "
+        "clear rate), per env; see actor/stages.py).",
+        choices=("uniform", "curriculum"),
+    )
+    curriculum_window: int = option(
+        20, "Curriculum: recent episodes per stage behind each clear rate.", ge=1
+    )
+    curriculum_min_weight: float = option(
+        0.1,
+        "Curriculum: weight m of an always-cleared stage (a never-cleared one has 1).",
+        gt=0,
+        le=1,
+    )
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            return
+        # Imported here: configs must not import the actor package at module load.
+        from actor.stages import parse_stages
+
+        try:
+            parse_stages(self.stages, "env.stages")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        if not self.id.startswith("SuperMarioBros-"):
+            raise ConfigError(
+                f"env.stages: needs a Super Mario Bros (SMB1) env.id, got {self.id!r}"
+            )
+
+    @property
+    def resolved_stages(self) -> tuple[str, ...]:
+        """``stages`` expanded to ``"W-S"`` names (empty when ``stages`` is)."""
+        if not self.stages:
+            return ()
+        from actor.stages import parse_stages
+
+        return parse_stages(self.stages, "env.stages")
 
     @property
     def is_mario(self) -> bool:
@@ -186,6 +230,43 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """Periodic evaluation during training by an eval actor (``python -m evaluation.actor``).
+
+    It plays the latest published weights on fixed stages, sends no unrolls (nothing it plays
+    is trained on) and logs to TensorBoard under ``RUN_DIR/eval/``.
+    """
+
+    interval_updates: int = option(
+        0, "Evaluate the latest weights every this many learner updates; 0 = no eval actor.", ge=0
+    )
+    stages: tuple[str, ...] = option(
+        (),
+        "Stages to evaluate (same syntax as env.stages); empty = env.stages, else env.id's stage.",
+    )
+    episodes: int = option(2, "Episodes per stage and evaluation.", ge=1)
+    policy: str = option(
+        "sample",
+        "sample (draw from the policy, as the actors do) or greedy (argmax of the logits).",
+        choices=("sample", "greedy"),
+    )
+    video: bool = option(True, "Log the first episode of each stage as a TensorBoard video.")
+    max_episode_steps: int = option(
+        0, "Truncate eval episodes after this many agent steps; 0 = env.max_episode_steps.", ge=0
+    )
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            return
+        from actor.stages import parse_stages  # not at module load: configs stay standalone
+
+        try:
+            parse_stages(self.stages, "eval.stages")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole run: one learner and its actors."""
 
@@ -195,6 +276,7 @@ class Config:
     actor: ActorConfig = ActorConfig()
     learner: LearnerConfig = LearnerConfig()
     network: NetworkConfig = NetworkConfig()
+    eval: EvalConfig = EvalConfig()
 
     @property
     def env_frames_per_update(self) -> int:

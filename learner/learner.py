@@ -99,6 +99,48 @@ def collate(trajectories: Sequence[Trajectory], device: torch.device | str = "cp
     )
 
 
+def bootstrap_inputs(
+    batch: Batch,
+    final_values: Tensor | None,
+    discount: float,
+    reward_scale: float = 1.0,
+    reward_clip: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    """V-trace's ``rewards`` and ``discounts`` [T, B] from a batch, honouring episode ends.
+
+    - terminated at t: ``discount_t = 0`` (no bootstrap: the episode really ended);
+    - truncated at t: ``discount_t = 0`` and ``reward_t += discount * V(final obs)``, so the
+      one-step target is ``r_t + gamma V(x_final)`` instead of bootstrapping from the next
+      episode's first observation (Pardo et al. 2018, "Time Limits in RL", partial-episode
+      bootstrapping);
+    - otherwise ``discount_t = discount``.
+
+    Args:
+        batch: the collated unrolls.
+        final_values: [N] values of ``batch.truncated_obs`` (no grad), or None when N = 0.
+        discount: gamma per agent step.
+        reward_scale, reward_clip: reward transform applied before the bootstrap is added
+            (clip 0 = none).
+
+    Raises:
+        ValueError: ``final_values`` is missing or the wrong length for the truncated steps.
+    """
+    rewards = batch.reward * reward_scale
+    if reward_clip > 0:
+        rewards = rewards.clamp(-reward_clip, reward_clip)
+    n = batch.truncated_index.numel()
+    if n:
+        if final_values is None or final_values.shape != (n,):
+            raise ValueError(f"final_values: expected shape ({n},) for {n} truncated steps")
+        rewards = (
+            rewards.flatten()
+            .index_add(0, batch.truncated_index, discount * final_values.to(rewards.dtype))
+            .view_as(rewards)
+        )
+    not_done = ~(batch.terminated | batch.truncated)
+    return rewards, not_done.to(rewards.dtype) * discount
+
+
 class Learner:
     """Owns the trained model and its AdamW optimiser; :meth:`train_step` is one update.
 
@@ -143,19 +185,13 @@ class Learner:
         logits, values = out.logits[:-1], out.value[:-1]
         bootstrap_value = out.value[-1]
 
-        rewards = batch.reward * lc.reward_scale
-        if lc.reward_clip > 0:
-            rewards = rewards.clamp(-lc.reward_clip, lc.reward_clip)
+        final_values = None
         if batch.truncated_index.numel():
             with torch.no_grad():
                 final_values = self.model(batch.truncated_obs).value
-            rewards = (
-                rewards.flatten()
-                .index_add(0, batch.truncated_index, lc.discount * final_values)
-                .view_as(rewards)
-            )
-        not_done = ~(batch.terminated | batch.truncated)
-        discounts = not_done.float() * lc.discount
+        rewards, discounts = bootstrap_inputs(
+            batch, final_values, lc.discount, lc.reward_scale, lc.reward_clip
+        )
 
         target_log_probs = losses.action_log_probs(logits, batch.action)
         behaviour_log_probs = losses.action_log_probs(batch.behaviour_logits, batch.action)

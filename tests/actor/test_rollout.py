@@ -1,0 +1,91 @@
+"""Unroll collection: T steps -> K trajectories with T+1 observations and correct boundaries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+import numpy as np
+
+from actor.rollout import StepResult, UnrollCollector, step_envs
+from protocol.messages import EpisodeStats, TrajectorySpec
+
+SPEC = TrajectorySpec(3, (2,), np.dtype(np.float32), 2)
+
+
+class CountingEnv(gymnasium.Env):
+    """obs = [episode, step]; ends after ``length`` steps, by termination or truncation."""
+
+    observation_space = gymnasium.spaces.Box(-1e6, 1e6, (2,), np.float32)
+    action_space = gymnasium.spaces.Discrete(2)
+
+    def __init__(self, length: int, truncate: bool) -> None:
+        self.length, self.truncate, self.episode, self.t = length, truncate, -1, 0
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self.episode, self.t], dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: Any = None):
+        self.episode += 1
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action: int):
+        self.t += 1
+        done = self.t >= self.length
+        info = {"episode": {"return": float(self.t), "length": self.t}} if done else {}
+        return self._obs(), 1.0, done and not self.truncate, done and self.truncate, info
+
+
+def test_collector_emits_k_unrolls_every_t_steps_with_bootstrap_row() -> None:
+    collector = UnrollCollector(SPEC, num_envs=2, actor_id=5, run_id="r")
+    collector.reset(np.zeros((2, 2), np.float32))
+    out = []
+    for step in range(1, 7):
+        obs = np.full((2, 2), step, np.float32)
+        result = StepResult(obs, np.ones(2, np.float32), np.zeros(2, bool), np.zeros(2, bool))
+        out.append(collector.record(np.array([0, 1]), np.zeros((2, 2), np.float32), 7, result))
+    assert [len(o) for o in out] == [0, 0, 2, 0, 0, 2]
+    first, second = out[2], out[5]
+    assert [t.seq for t in first + second] == [0, 1, 2, 3]
+    assert [t.env_index for t in first] == [0, 1]
+    np.testing.assert_array_equal(first[0].obs[:, 0], [0, 1, 2, 3])  # T+1 rows
+    np.testing.assert_array_equal(second[0].obs[:, 0], [3, 4, 5, 6])  # continues from row T
+    np.testing.assert_array_equal(first[1].action, [1, 1, 1])
+    np.testing.assert_array_equal(first[0].policy_version, [7, 7, 7])
+    for traj in first + second:
+        SPEC.validate(traj)
+    # fresh buffers per unroll: the first unroll is not overwritten by the second
+    assert first[0].obs[0, 0] == 0
+
+
+def test_step_envs_keeps_final_obs_only_for_truncation_and_reports_episodes() -> None:
+    envs = [CountingEnv(2, truncate=True), CountingEnv(2, truncate=False)]
+    for env in envs:
+        env.reset()
+    first = step_envs(envs, np.array([0, 0]))
+    assert not first.truncated.any() and not first.terminated.any()
+    second = step_envs(envs, np.array([0, 0]))
+    assert second.truncated.tolist() == [True, False]
+    assert second.terminated.tolist() == [False, True]
+    np.testing.assert_array_equal(second.final_obs[0], [0, 2])  # last obs of episode 0
+    assert 1 not in second.final_obs  # termination never bootstraps
+    np.testing.assert_array_equal(second.next_obs, [[1, 0], [1, 0]])  # reset in the same step
+    assert second.episodes[0] == EpisodeStats(2.0, 2, 0, False, "")
+    assert set(second.episodes) == {0, 1}
+
+
+def test_truncated_obs_travel_with_their_unroll() -> None:
+    envs = [CountingEnv(2, truncate=True)]
+    collector = UnrollCollector(SPEC, num_envs=1, actor_id=0, run_id="r")
+    collector.reset(np.stack([e.reset()[0] for e in envs]))
+    trajectories = []
+    while not trajectories:
+        result = step_envs(envs, np.array([0]))
+        trajectories = collector.record(np.array([0]), np.zeros((1, 2), np.float32), 0, result)
+    (traj,) = trajectories
+    SPEC.validate(traj)
+    assert traj.truncated.tolist() == [False, True, False]
+    np.testing.assert_array_equal(traj.truncated_obs, [[0, 2]])
+    np.testing.assert_array_equal(traj.obs[2], [1, 0])  # next episode's first observation
+    assert [e.length for e in traj.episodes] == [2]

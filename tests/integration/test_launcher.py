@@ -1,0 +1,127 @@
+"""The real launcher in a subprocess: smoke run on the real ROM, resume, SIGTERM, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from configs import schema
+from learner.checkpoint import latest_checkpoint, load_checkpoint
+from models import build_model
+from tests.conftest import ROOT
+
+
+def scalars(run_dir: Path, tag: str) -> list[float]:
+    if not any(run_dir.glob("events.out.tfevents.*")):
+        return []
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    return [e.value for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []
+
+
+def check_run_outputs(run_dir: Path) -> dict:
+    config = schema.load(run_dir / "config.toml")  # the resolved config, loadable as-is
+    assert scalars(run_dir, "loss/total"), "no learner update in TensorBoard"
+    assert scalars(run_dir, "throughput/env_fps")
+    state = load_checkpoint(latest_checkpoint(run_dir))
+    model = build_model(config.model, (4, 84, 84), 7)
+    model.load_state_dict(state["model"])  # the checkpoint loads into a fresh model
+    assert schema.from_dict(state["config"]) == config
+    return state
+
+
+def test_smoke_run_on_the_real_rom(tmp_path: Path, launch, endpoints) -> None:
+    run_dir = tmp_path / "smoke"
+    start = time.monotonic()
+    done = launch("--config", "configs/smoke.toml", "--run-dir", str(run_dir), *endpoints)
+    elapsed = time.monotonic() - start
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert elapsed < 120, f"smoke run took {elapsed:.0f} s"
+    state = check_run_outputs(run_dir)
+    assert state["counters"]["env_frames"] >= 16_000
+    assert "done: checkpoints in" in done.stdout
+    episodes = [json.loads(line) for line in (run_dir / "episodes.jsonl").read_text().splitlines()]
+    assert episodes and {"return", "max_x_pos", "flag_get", "stage"} <= set(episodes[0])
+    assert all(e["stage"] == "1-1" for e in episodes)
+
+    # --resume latest continues the counters of that run
+    resumed = launch("--resume", "latest", "--run-dir", str(run_dir),
+                     "--run.total_env_frames", "20000", *endpoints)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    after = load_checkpoint(latest_checkpoint(run_dir))
+    assert after["counters"]["updates"] > state["counters"]["updates"]
+    assert after["counters"]["env_frames"] >= 20_000
+    assert schema.load(run_dir / "config.toml").run.total_env_frames == 20_000
+
+
+def test_sigterm_stops_cleanly_with_a_final_checkpoint(tmp_path: Path, endpoints) -> None:
+    run_dir = tmp_path / "term"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "launcher.py"), "--config", "configs/smoke.toml",
+         "--run-dir", str(run_dir), "--run.total_env_frames", "100_000_000", *endpoints],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not scalars(run_dir, "loss/total"):
+        time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    state = check_run_outputs(run_dir)
+    assert state["counters"]["updates"] >= 1
+    log = (run_dir / "logs" / "learner.log").read_text()
+    assert "learner stopped" in log
+
+
+def test_bad_config_value_fails_naming_the_field(launch, tmp_path: Path) -> None:
+    done = launch("--run-dir", str(tmp_path / "x"), "--learner.discount", "1.5")
+    assert done.returncode == 2
+    assert "learner.discount: must be <= 1" in done.stdout
+    missing = launch("--resume", str(tmp_path / "nope.pt"))
+    assert missing.returncode == 2 and "checkpoint not found" in missing.stdout
+
+
+def test_learner_that_cannot_start_fails_the_run_with_its_log(tmp_path: Path, endpoints) -> None:
+    # occupy the learner's port so its bind fails
+    port = int(endpoints[1].rsplit(":", 1)[1])
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", port))
+        blocker.listen()
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "launcher.py"), "--config", "configs/smoke.toml",
+             "--run-dir", str(tmp_path / "fail"), *endpoints],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+    assert done.returncode == 1, done.stdout
+    assert "learner exited with status" in done.stdout
+    assert "Address already in use" in done.stdout
+
+
+@pytest.mark.slow
+def test_cartpole_learns_through_the_launcher(tmp_path: Path, launch, endpoints) -> None:
+    """V-trace, bootstrapping and weight publishing are right end to end: return >= 400."""
+    run_dir = tmp_path / "cartpole"
+    start = time.monotonic()
+    done = launch("--config", "configs/cartpole.toml", "--run-dir", str(run_dir), *endpoints,
+                  timeout=330)  # fmt: skip
+    elapsed = time.monotonic() - start
+    assert done.returncode == 0, done.stdout + done.stderr
+    returns = [
+        json.loads(line)["return"] for line in (run_dir / "episodes.jsonl").read_text().splitlines()
+    ]
+    last20 = sum(returns[-20:]) / 20
+    assert last20 >= 400, f"mean return over the last 20 episodes: {last20:.1f}"
+    assert elapsed < 300, f"took {elapsed:.0f} s"
+    assert torch.load  # the run also left a checkpoint
+    assert latest_checkpoint(run_dir).is_file()

@@ -1,0 +1,75 @@
+"""Checkpoints: atomic write, keep-K, latest resolution, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from learner.checkpoint import (
+    CheckpointError,
+    checkpoint_path,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    resolve_resume,
+    save_checkpoint,
+)
+
+
+def state(n: int) -> dict:
+    return {"model": {"w": torch.full((2,), float(n))}, "counters": {"updates": n}}
+
+
+def test_save_keeps_the_last_k_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    for n in range(5):
+        save_checkpoint(state(n), checkpoint_path(tmp_path, n), keep=2)
+    names = [p.name for p in list_checkpoints(tmp_path)]
+    assert names == ["ckpt-000000003.pt", "ckpt-000000004.pt"]
+    assert list((tmp_path / "checkpoints").glob(".*tmp")) == []
+    loaded = load_checkpoint(latest_checkpoint(tmp_path))
+    assert loaded["counters"]["updates"] == 4
+    assert loaded["model"]["w"].tolist() == [4.0, 4.0]
+
+
+def test_failed_write_leaves_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    save_checkpoint(state(1), checkpoint_path(tmp_path, 1), keep=3)
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(state(2), checkpoint_path(tmp_path, 2), keep=3)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt-000000001.pt"]
+    assert list((tmp_path / "checkpoints").iterdir()) == [checkpoint_path(tmp_path, 1)]
+
+
+def test_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_checkpoint(garbage)
+    partial = tmp_path / "partial.pt"
+    torch.save({"model": {}}, partial)
+    with pytest.raises(CheckpointError, match="missing entry 'counters'"):
+        load_checkpoint(partial)
+    with pytest.raises(CheckpointError, match="no checkpoint in"):
+        latest_checkpoint(tmp_path)
+
+
+def test_resolve_resume(tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "a"
+    save_checkpoint(state(7), checkpoint_path(run, 7), keep=3)
+    save_checkpoint(state(9), checkpoint_path(run, 9), keep=3)
+    assert resolve_resume("latest", run) == checkpoint_path(run, 9)
+    assert resolve_resume("latest", None, runs_root=tmp_path / "runs") == checkpoint_path(run, 9)
+    assert resolve_resume(str(run), None) == checkpoint_path(run, 9)
+    assert resolve_resume(str(checkpoint_path(run, 7)), None) == checkpoint_path(run, 7)
+    with pytest.raises(CheckpointError, match="--resume: checkpoint not found"):
+        resolve_resume(str(tmp_path / "nope.pt"), None)
+    with pytest.raises(CheckpointError, match="no run with checkpoints"):
+        resolve_resume("latest", None, runs_root=tmp_path / "empty")

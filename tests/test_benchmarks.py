@@ -1,0 +1,35 @@
+"""Benchmarks print one JSON line with the documented keys (speed is not asserted here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def run_bench(module: str, *args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+        timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stdout
+    return json.loads(lines[0])
+
+
+def test_actor_throughput_prints_its_figures() -> None:
+    result = run_bench("bench.actor_throughput", "--seconds", "1")
+    for key in ("raw_emulator_fps", "env_loop_fps", "actor_fps"):
+        assert result[key] > 0
+    assert result["actor_vs_env_loop"] == round(result["actor_fps"] / result["env_loop_fps"], 3)
+    assert result["actor_vs_raw_emulator"] > 0
+
+
+def test_learner_throughput_prints_its_figures() -> None:
+    result = run_bench("bench.learner_throughput", "--seconds", "1", "--batch-size", "2")
+    assert result["frames_per_s"] > 0 and result["updates_per_s"] > 0
+    assert result["device"] == "cpu"
+    assert result["batch"] == [21, 2, 4, 84, 84]

@@ -1,0 +1,77 @@
+"""Config schema: presets load, bad values fail naming the field, overrides, round trip."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from configs import cli, schema
+
+PRESETS = sorted(Path(cli.CONFIG_DIR).glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
+def test_every_preset_loads(path: Path) -> None:
+    config = schema.load(path)
+    assert config.run.total_env_frames > 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"learner.discount": 2.0}, "learner.discount: must be <= 1"),
+        ({"learner.learning_rate": 0}, "learner.learning_rate: must be > 0"),
+        ({"actor.num_envs": "many"}, "actor.num_envs: expected an integer"),
+        ({"actor.num_envs": True}, "actor.num_envs: expected an integer"),
+        ({"env.actions": "all"}, "env.actions: expected one of right_only, simple, complex"),
+        ({"model.torso": "vit"}, "model.torso: expected one of"),
+        ({"learner.momentum": 0.9}, "learner.momentum: unknown config key"),
+        ({"optimizer.lr": 0.1}, "optimizer: unknown config section"),
+    ],
+)
+def test_bad_values_name_the_field(overrides: dict, message: str) -> None:
+    with pytest.raises(schema.ConfigError, match=message.replace("(", r"\(")):
+        schema.load(None, overrides)
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(schema.ConfigError, match="config file not found"):
+        schema.load(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run\nseed = ")
+    with pytest.raises(schema.ConfigError, match="invalid TOML"):
+        schema.load(bad)
+    typed = tmp_path / "typed.toml"
+    typed.write_text('[run]\nseed = "zero"\n')
+    with pytest.raises(schema.ConfigError, match="run.seed: expected an integer"):
+        schema.load(typed)
+
+
+def test_cli_flags_are_generated_for_every_field_and_parsed_as_toml() -> None:
+    parser = argparse.ArgumentParser()
+    cli.add_config_arguments(parser)
+    flags = {a.option_strings[0] for a in parser._actions if a.option_strings}
+    for dotted, _, _ in schema.iter_fields():
+        assert f"--{dotted}" in flags
+    args = parser.parse_args(
+        ["--learner.learning_rate", "3e-4", "--env.id", "CartPole-v1", "--run.num_actors", "2"]
+    )
+    config = cli.config_from_args(args)
+    assert config.learner.learning_rate == pytest.approx(3e-4)
+    assert config.env.id == "CartPole-v1" and not config.env.is_mario
+    assert config.run.num_actors == 2 and config.run.resolved_num_actors == 2
+
+
+def test_resolved_config_round_trips(tmp_path: Path) -> None:
+    config = schema.load(cli.DEFAULT_CONFIG, {"learner.batch_size": 3})
+    schema.save(config, tmp_path / "config.toml")
+    assert schema.load(tmp_path / "config.toml") == config
+
+
+def test_derived_values() -> None:
+    config = schema.load(None, {"learner.batch_size": 4, "actor.unroll_length": 10})
+    assert config.env_frames_per_update == 4 * 10 * 4
+    cartpole = schema.load(None, {"env.id": "CartPole-v1"})
+    assert cartpole.env.frames_per_step == 1
