@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from configs import schema
@@ -42,11 +41,8 @@ def check_run_outputs(run_dir: Path) -> dict:
 
 def test_smoke_run_on_the_real_rom(tmp_path: Path, launch, endpoints) -> None:
     run_dir = tmp_path / "smoke"
-    start = time.monotonic()
     done = launch("--config", "configs/smoke.toml", "--run-dir", str(run_dir), *endpoints)
-    elapsed = time.monotonic() - start
     assert done.returncode == 0, done.stdout + done.stderr
-    assert elapsed < 120, f"smoke run took {elapsed:.0f} s"
     state = check_run_outputs(run_dir)
     assert state["counters"]["env_frames"] >= 16_000
     assert "done: checkpoints in" in done.stdout
@@ -123,5 +119,4 @@ def test_cartpole_learns_through_the_launcher(tmp_path: Path, launch, endpoints)
     last20 = sum(returns[-20:]) / 20
     assert last20 >= 400, f"mean return over the last 20 episodes: {last20:.1f}"
     assert elapsed < 300, f"took {elapsed:.0f} s"
-    assert torch.load  # the run also left a checkpoint
     assert latest_checkpoint(run_dir).is_file()
