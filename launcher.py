@@ -14,9 +14,11 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -115,36 +117,72 @@ def progress_line(s: LearnerStatus) -> str:
     )
 
 
+@dataclass(frozen=True)
+class RemoteLearner:
+    """Where an ``--actors-only`` launcher finds a learner running on another machine."""
+
+    trajectory_endpoint: str
+    broadcast_endpoint: str
+    actor_id_base: int
+
+
 class Launcher:
-    """Starts and supervises one learner and N actors for a run directory."""
+    """Starts and supervises one learner and N actors for a run directory.
+
+    With ``remote`` set, only the actors are started, against a learner elsewhere; their
+    config (env, model, unroll length) then comes from that learner's welcome.
+    """
 
     def __init__(
-        self, config: schema.Config, run_dir: Path, resume: Path | None, console: Console
+        self,
+        config: schema.Config,
+        run_dir: Path,
+        resume: Path | None,
+        console: Console,
+        remote: RemoteLearner | None = None,
     ) -> None:
         self.config = config
         self.run_dir = run_dir
         self.console = console
         self.stopping = False
-        learner_argv = [sys.executable, "-m", "learner", "--run-dir", str(run_dir)]
-        if resume is not None:
-            learner_argv += ["--resume", str(resume)]
-        self.learner = Child("learner", learner_argv, run_dir / "logs" / "learner.log")
-        endpoint = local_endpoint(config.network.trajectory_endpoint)
+        self.remote = remote
+        self.learner: Child | None = None
+        if remote is None:
+            learner_argv = [sys.executable, "-m", "learner", "--run-dir", str(run_dir)]
+            if resume is not None:
+                learner_argv += ["--resume", str(resume)]
+            self.learner = Child("learner", learner_argv, run_dir / "logs" / "learner.log")
+            endpoint = local_endpoint(config.network.trajectory_endpoint)
+            self.broadcast = local_endpoint(config.network.broadcast_endpoint)
+            id_base = 0
+        else:
+            endpoint, self.broadcast = remote.trajectory_endpoint, remote.broadcast_endpoint
+            id_base = remote.actor_id_base
         self.actors = [
             Child(
-                f"actor-{i}",
-                [sys.executable, "-m", "actor", "--learner", endpoint, "--actor-id", str(i)],
-                run_dir / "logs" / f"actor-{i}.log",
+                f"actor-{id_base + i}",
+                [
+                    sys.executable,
+                    "-m",
+                    "actor",
+                    "--learner",
+                    endpoint,
+                    "--actor-id",
+                    str(id_base + i),
+                ],
+                run_dir / "logs" / f"actor-{id_base + i}.log",
             )
             for i in range(config.run.resolved_num_actors)
         ]
         self.status: LearnerStatus | None = None
 
     def _stop_all(self) -> None:
-        self.learner.signal(signal.SIGTERM)
+        if self.learner is not None:
+            self.learner.signal(signal.SIGTERM)
         for actor in self.actors:
             actor.signal(signal.SIGTERM)
-        self.learner.wait(timeout=120)
+        if self.learner is not None:
+            self.learner.wait(timeout=120)
         for actor in self.actors:
             actor.wait(timeout=10)
 
@@ -168,16 +206,15 @@ class Launcher:
     def run(self) -> int:
         """Supervise until the learner finishes, fails, or a stop signal arrives."""
         ctx = zmq.Context.instance()
-        sub = transport.connect_sub(
-            ctx, local_endpoint(self.config.network.broadcast_endpoint), (transport.TOPIC_STATUS,)
-        )
-        self.learner.start()
+        sub = transport.connect_sub(ctx, self.broadcast, (transport.TOPIC_STATUS,))
+        if self.learner is not None:
+            self.learner.start()
+            what = f"learner + {len(self.actors)} actors on {self.config.env.id}"
+        else:
+            what = f"{len(self.actors)} actors for the learner at {self.actors[0].argv[4]}"
         for actor in self.actors:
             actor.start()
-        self.console.print(
-            f"[bold]run[/] {self.run_dir}  learner + {len(self.actors)} actors "
-            f"on {self.config.env.id}; logs in {self.run_dir / 'logs'}"
-        )
+        self.console.print(f"[bold]run[/] {self.run_dir}  {what}; logs in {self.run_dir / 'logs'}")
         error: str | None = None
         interactive = self.console.is_terminal
         last_plain = 0.0
@@ -203,7 +240,9 @@ class Launcher:
                             self.console.print(line, highlight=False)
                 if self.stopping:
                     break
-                rc = self.learner.poll()
+                if self.remote is not None and self.status is not None and self.status.done:
+                    break  # the remote learner reached its budget
+                rc = self.learner.poll() if self.learner is not None else None
                 if rc is not None:
                     if rc != 0:
                         error = (
@@ -221,14 +260,17 @@ class Launcher:
         if error:
             self.console.print(f"[bold red]error:[/] {error}", highlight=False)
             return 1
-        rc = self.learner.poll()
-        if rc not in (0, None):
+        rc = self.learner.poll() if self.learner is not None else None
+        if self.learner is not None and rc not in (0, None):
             self.console.print(
                 f"[bold red]error:[/] learner exited with status {rc}; see "
                 f"{self.learner.log_path}:\n{self.learner.tail()}",
                 highlight=False,
             )
             return 1
+        if self.learner is None:
+            self.console.print("[bold green]done[/]: actors stopped")
+            return 0
         self.console.print(
             f"[bold green]done[/]: checkpoints in {self.run_dir / 'checkpoints'}; "
             f"view with: uv run tensorboard --logdir {self.run_dir}"
@@ -267,9 +309,46 @@ def train(argv: list[str]) -> int:
         metavar="PATH|latest",
         help="continue a run from a checkpoint file, run directory or 'latest'",
     )
+    remote = parser.add_argument_group("actors only (scale out to another machine)")
+    remote.add_argument(
+        "--actors-only",
+        action="store_true",
+        help="start only supervised actors, against a learner elsewhere",
+    )
+    remote.add_argument(
+        "--learner",
+        default=os.environ.get("MARIO_LEARNER"),
+        metavar="tcp://HOST:PORT",
+        help="the learner's unroll endpoint (env MARIO_LEARNER)",
+    )
+    remote.add_argument(
+        "--broadcast",
+        default=os.environ.get("MARIO_BROADCAST"),
+        metavar="tcp://HOST:PORT",
+        help="the learner's broadcast endpoint [default: learner port + 1] (env MARIO_BROADCAST)",
+    )
+    remote.add_argument(
+        "-n",
+        "--num-actors",
+        type=int,
+        default=None,
+        help="actors to start (same as --run.num_actors)",
+    )
+    remote.add_argument(
+        "--actor-id-base",
+        type=int,
+        default=None,
+        help="first actor id [default: derived from the host name, so machines do not collide]",
+    )
     add_config_arguments(parser)
     args = parser.parse_args(argv)
+    if args.num_actors is not None:
+        if args.num_actors < 1:
+            parser.error("--num-actors: must be >= 1")
+        setattr(args, "override:run.num_actors", str(args.num_actors))
     console = Console(stderr=False)
+    if args.actors_only:
+        return actors_only(args, console)
     try:
         resume = resolve_resume(args.resume, args.run_dir) if args.resume else None
         if resume is not None:
@@ -287,12 +366,7 @@ def train(argv: list[str]) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     schema.save(config, run_dir / "config.toml")
     launcher = Launcher(config, run_dir, resume, console)
-
-    def _stop(signum: int, _frame: Any) -> None:
-        launcher.stopping = True
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    _install_stop(launcher)
     return launcher.run()
 
 
@@ -301,6 +375,46 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("evaluation.cli", "evaluate a checkpoint or a baseline on stages, with videos"),
 }
 """Subcommands beyond training; each lives in its own module and owns its flags."""
+
+
+def default_broadcast(learner: str) -> str:
+    """The learner's PUB endpoint by convention: same host, unroll port + 1."""
+    parts = urlsplit(learner)
+    if parts.scheme != "tcp" or parts.port is None:
+        raise schema.ConfigError(f"--learner: expected tcp://HOST:PORT, got {learner!r}")
+    return f"tcp://{parts.netloc.rsplit(':', 1)[0]}:{parts.port + 1}"
+
+
+def actors_only(args: argparse.Namespace, console: Console) -> int:
+    """``--actors-only``: supervise N actors against a remote learner until it is done."""
+    try:
+        if not args.learner:
+            raise schema.ConfigError("--learner: required with --actors-only (or MARIO_LEARNER)")
+        broadcast = args.broadcast or default_broadcast(args.learner)
+        config = schema.load(None, overrides_from_args(args))
+    except schema.ConfigError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    host = socket.gethostname()
+    id_base = args.actor_id_base
+    if id_base is None:
+        id_base = (zlib.crc32(host.encode()) % 100_000) * 1000
+    run_dir = args.run_dir or Path("runs") / f"actors-{host}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    launcher = Launcher(
+        config, run_dir, None, console, RemoteLearner(args.learner, broadcast, id_base)
+    )
+    _install_stop(launcher)
+    return launcher.run()
+
+
+def _install_stop(launcher: Launcher) -> None:
+    def _stop(signum: int, _frame: Any) -> None:
+        launcher.stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
 
 
 def main(argv: list[str] | None = None) -> int:

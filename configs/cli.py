@@ -8,6 +8,8 @@ as help text) and folding the parsed flags back into a validated :class:`Config`
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--config FILE`` and one ``--section.field VALUE`` flag per schema field.
 
     Values use TOML syntax (``--learner.learning_rate 3e-4``, ``--env.id CartPole-v1``,
-    ``--run.total_env_frames 1_000_000``); they are validated like the file's values.
+    ``--run.total_env_frames 1_000_000``); they are validated like the file's values. Each
+    field can also be set by an environment variable (:func:`env_var`), for containers.
     """
     parser.add_argument(
         "--config",
@@ -43,9 +46,29 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``--section.field`` values given on the command line, parsed as TOML values."""
+ENV_PREFIX = "MARIO_"
+
+
+def env_var(dotted: str) -> str:
+    """The environment variable that sets a field: ``network.trajectory_endpoint`` ->
+    ``MARIO_NETWORK__TRAJECTORY_ENDPOINT``."""
+    return ENV_PREFIX + dotted.upper().replace(".", "__")
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Config values set through environment variables (for containers), parsed as TOML."""
     out: dict[str, Any] = {}
+    for dotted, _, _ in schema.iter_fields():
+        text = environ.get(env_var(dotted))
+        if text is not None:
+            out[dotted] = schema.parse_override(dotted, text)
+    return out
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Overrides from ``MARIO_SECTION__FIELD`` environment variables, then from the
+    ``--section.field`` flags (which win), parsed as TOML values."""
+    out = env_overrides(os.environ)
     for key, text in vars(args).items():
         if key.startswith("override:") and text is not None:
             dotted = key.removeprefix("override:")

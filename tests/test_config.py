@@ -76,3 +76,19 @@ def test_derived_values() -> None:
     assert config.env_frames_per_update == 4 * 10 * 4
     cartpole = schema.load(None, {"env.id": "CartPole-v1"})
     assert cartpole.env.frames_per_step == 1
+
+
+def test_environment_variables_override_and_flags_win(monkeypatch) -> None:
+    assert cli.env_var("network.trajectory_endpoint") == "MARIO_NETWORK__TRAJECTORY_ENDPOINT"
+    monkeypatch.setenv("MARIO_NETWORK__TRAJECTORY_ENDPOINT", "tcp://*:6000")
+    monkeypatch.setenv("MARIO_ACTOR__NUM_ENVS", "3")
+    monkeypatch.setenv("MARIO_LEARNER__BATCH_SIZE", "2")
+    parser = argparse.ArgumentParser()
+    cli.add_config_arguments(parser)
+    config = cli.config_from_args(parser.parse_args(["--learner.batch_size", "5"]))
+    assert config.network.trajectory_endpoint == "tcp://*:6000"
+    assert config.actor.num_envs == 3
+    assert config.learner.batch_size == 5
+    monkeypatch.setenv("MARIO_ACTOR__NUM_ENVS", "-1")
+    with pytest.raises(schema.ConfigError, match=r"actor\.num_envs: must be >= 1"):
+        cli.config_from_args(parser.parse_args([]))
