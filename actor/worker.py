@@ -274,5 +274,11 @@ def main(options: ActorOptions) -> int:
         pass
     finally:
         actor.close()
-    log.info("actor %d stopped after %d unrolls", options.actor_id, actor.sent)
+    log.info(
+        "actor %d stopped after %d unrolls, %d env frames, at policy version %d",
+        options.actor_id,
+        actor.sent,
+        actor.env_frames,
+        actor.policy_version,
+    )
     return 0

@@ -61,6 +61,7 @@ class Accounting:
     """
 
     accepted: int = 0
+    accepted_by_actor: Counter[int] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
     dropped_stale: int = 0
     duplicates: int = 0
@@ -260,6 +261,7 @@ class LearnerServer:
             self.accounting.dropped_stale += 1
             return False
         self.accounting.accepted += 1
+        self.accounting.accepted_by_actor[traj.actor_id] += 1
         for stats in traj.episodes:
             self.episodes.add(stats)
             record = {
@@ -397,7 +399,7 @@ class LearnerServer:
         acc = self.accounting
         log.info(
             "learner stopped: %d updates, %d env frames; unrolls accepted %d, rejected %d %s, "
-            "dropped stale %d, duplicates %d",
+            "dropped stale %d, duplicates %d; accepted by actor %s",
             self.learner.updates,
             self.env_frames,
             acc.accepted,
@@ -405,6 +407,7 @@ class LearnerServer:
             dict(acc.rejected),
             acc.dropped_stale,
             acc.duplicates,
+            dict(sorted(acc.accepted_by_actor.items())),
         )
 
     def close(self) -> None:
