@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ from configs.cli import add_config_arguments, config_from_args, overrides_from_a
 from learner.checkpoint import CheckpointError, resolve_resume
 from protocol import transport
 from protocol.messages import LearnerStatus, ProtocolError
+from telemetry.heartbeat import HeartbeatBuilder, HeartbeatSender
+from telemetry.registry import register, unregister
 
 ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("launcher")
@@ -102,16 +105,19 @@ def human(n: float) -> str:
 
 
 def progress_line(s: LearnerStatus) -> str:
-    """The one-line progress summary shown while training."""
+    """The one-line progress summary, from the learner's fleet-wide status broadcast."""
     frac = s.env_frames / s.total_env_frames if s.total_env_frames else 0.0
     remaining = max(0, s.total_env_frames - s.env_frames)
     eta = remaining / s.env_fps if s.env_fps > 0 else float("inf")
     eta_txt = "--" if eta == float("inf") else time.strftime("%H:%M:%S", time.gmtime(eta))
     if eta != float("inf") and eta >= 86400:
         eta_txt = f"{eta / 86400:.1f}d"
+    actors = f"actors {s.actors_alive}" + (f" (+{s.actors_stale} stale)" if s.actors_stale else "")
+    if s.actors_dead:
+        actors += f" ({s.actors_dead} dead)"
     return (
         f"frames {human(s.env_frames)}/{human(s.total_env_frames)} ({frac:.1%}) | "
-        f"{s.env_fps:,.0f} fps | updates {s.updates:,} | episodes {s.episodes:,} | "
+        f"{s.env_fps:,.0f} fps | updates {s.updates:,} | {actors} | episodes {s.episodes:,} | "
         f"return {s.mean_return:.1f} | x_pos {s.mean_x_pos:.0f} (max {s.max_x_pos}) | "
         f"flags {s.flags} | ETA {eta_txt}"
     )
@@ -175,16 +181,61 @@ class Launcher:
             for i in range(config.run.resolved_num_actors)
         ]
         self.status: LearnerStatus | None = None
+        self.trajectory_endpoint = endpoint
+        # the eval actor plays the latest weights on its own; it never fails the run
+        self.eval_actor: Child | None = None
+        if remote is None and config.eval.interval_updates > 0:
+            self.eval_actor = Child(
+                "eval",
+                [sys.executable, "-m", "evaluation.actor", "--run-dir", str(run_dir),
+                 "--broadcast", self.broadcast],
+                run_dir / "logs" / "eval.log",
+            )  # fmt: skip
+
+    def _start_heartbeats(self, ctx: zmq.Context[Any]) -> HeartbeatSender:
+        builder = HeartbeatBuilder("launcher", socket.gethostname(), uuid.uuid4().hex[:12])
+
+        def figures() -> dict[str, Any]:
+            running = sum(a.poll() is None and a.proc is not None for a in self.actors)
+            restarts = sum(a.restarts for a in self.actors)
+            return {"counters": {"actors_running": running, "actor_restarts": restarts}}
+
+        sender = HeartbeatSender(
+            ctx, self.trajectory_endpoint, builder, figures,
+            self.config.telemetry.heartbeat_interval_s,
+        )  # fmt: skip
+        sender.start()
+        return sender
+
+    @property
+    def children(self) -> list[Child]:
+        """Every supervised process but the learner."""
+        return self.actors + ([self.eval_actor] if self.eval_actor is not None else [])
 
     def _stop_all(self) -> None:
         if self.learner is not None:
             self.learner.signal(signal.SIGTERM)
-        for actor in self.actors:
-            actor.signal(signal.SIGTERM)
+        for child in self.children:
+            child.signal(signal.SIGTERM)
         if self.learner is not None:
             self.learner.wait(timeout=120)
-        for actor in self.actors:
+        for actor in self.children:
             actor.wait(timeout=10)
+
+    def _supervise_eval(self) -> None:
+        """Restart a failed eval actor up to ``run.max_restarts`` times; exit 0 means done."""
+        child = self.eval_actor
+        rc = None if child is None else child.poll()
+        if child is None or rc is None or rc == 0:
+            return
+        if child.restarts >= self.config.run.max_restarts:
+            log.warning("eval actor exited with status %s; leaving it stopped:\n%s",
+                        rc, child.tail())  # fmt: skip
+            self.eval_actor = None
+            return
+        child.restarts += 1
+        log.warning("eval actor exited with status %s; restarting (%d)", rc, child.restarts)
+        child.start()
 
     def _supervise_actors(self) -> str | None:
         """Restart actors that exited; returns an error once one fails too often."""
@@ -207,9 +258,14 @@ class Launcher:
         """Supervise until the learner finishes, fails, or a stop signal arrives."""
         ctx = zmq.Context.instance()
         sub = transport.connect_sub(ctx, self.broadcast, (transport.TOPIC_STATUS,))
+        heartbeats = self._start_heartbeats(ctx)
+        entry = register(self.broadcast, self.run_dir) if self.learner is not None else None
         if self.learner is not None:
             self.learner.start()
             what = f"learner + {len(self.actors)} actors on {self.config.env.id}"
+            if self.eval_actor is not None:
+                self.eval_actor.start()
+                what += " + eval actor"
         else:
             what = f"{len(self.actors)} actors for the learner at {self.actors[0].argv[4]}"
         for actor in self.actors:
@@ -253,7 +309,11 @@ class Launcher:
                 error = self._supervise_actors()
                 if error:
                     break
+                self._supervise_eval()
         self._stop_all()
+        heartbeats.stop()
+        if entry is not None:
+            unregister(entry)
         sub.close(0)
         if self.status is not None:
             self.console.print(progress_line(self.status), highlight=False)
@@ -373,6 +433,7 @@ def train(argv: list[str]) -> int:
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     # name -> (module with a ``main(argv: list[str]) -> int``, one-line help)
     "eval": ("evaluation.cli", "evaluate a checkpoint or a baseline on stages, with videos"),
+    "monitor": ("telemetry.monitor", "watch a learner's fleet live (or --json lines)"),
 }
 """Subcommands beyond training; each lives in its own module and owns its flags."""
 

@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from actor.worker import ActorOptions, main
 
@@ -41,10 +42,18 @@ def parse_args(argv: list[str] | None = None) -> ActorOptions:
         default=60.0,
         help="seconds to wait for the learner at start-up [default: %(default)s]",
     )
+    parser.add_argument(
+        "--stall-dir",
+        type=Path,
+        default=Path(os.environ.get("MARIO_STALL_DIR", "stalls")),
+        help="where a stalled actor writes its thread stacks [default: %(default)s]",
+    )
     args = parser.parse_args(argv)
     if args.num_envs is not None and args.num_envs < 1:
         parser.error("--num-envs: must be >= 1")
-    return ActorOptions(args.learner, args.actor_id, args.num_envs, args.connect_timeout)
+    return ActorOptions(
+        args.learner, args.actor_id, args.num_envs, args.connect_timeout, args.stall_dir
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@ and the per-episode statistics every downstream consumer reads.
 Mario pipeline (``cfg.is_mario``), outermost last::
 
     SuperMarioBros-W-S-v0 (NES, RGB (240, 256, 3) uint8, one NES frame per step)
+    -> StageSwitcher, only if cfg.stages: moves the emulator to a stage sampled at every reset
+       (uniform or curriculum; actor/stages.py, which also measures the switch cost)
+    -> NESFrameTap, only if make_env(frame_hook=...): every full-resolution RGB frame to a hook
+       (evaluation videos)
     -> JoypadSpace(action set cfg.actions)
     -> preprocessing: skip cfg.frame_skip NES frames (rewards summed), max-pool the last two,
        grayscale, resize to cfg.resolution square (cv2.INTER_AREA), stack cfg.frame_stack
@@ -83,7 +87,9 @@ plain Python loop over the same envs differed by 0.8-3.2% (within run-to-run noi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any, Final, Literal, SupportsFloat
 
 import cv2
@@ -108,6 +114,10 @@ DEFAULT_PREPROCESSING: Final[Preprocessing] = "fused"
 #: NES screen size (height, width) in pixels.
 NES_SCREEN: Final[tuple[int, int]] = (240, 256)
 
+FrameHook = Callable[[np.ndarray], None]
+"""Receives one NES frame: a (240, 256, 3) uint8 RGB view of the emulator screen, valid only
+during the call (copy it to keep it)."""
+
 
 def _action_sets() -> dict[str, list[list[str]]]:
     # Imported lazily: gym_super_mario_bros pulls in the emulator extension and registers ~200
@@ -126,6 +136,16 @@ def _mario_action_set(cfg: EnvConfig) -> list[list[str]]:
     if cfg.actions not in sets:
         raise ValueError(f"env.actions: expected one of {', '.join(sets)}; got {cfg.actions!r}")
     return sets[cfg.actions]
+
+
+def mario_action_set(cfg: EnvConfig) -> list[list[str]]:
+    """The JoypadSpace button combinations of ``cfg.actions`` (e.g. SIMPLE_MOVEMENT), in
+    action-index order.
+
+    Raises:
+        ValueError: naming ``env.actions`` for an unknown action set.
+    """
+    return [list(combo) for combo in _mario_action_set(cfg)]
 
 
 def nes_luma(rgb: np.ndarray) -> np.ndarray:
@@ -304,6 +324,39 @@ def gymnasium_mario_preprocessing(
     return FrameStackObservation(env, frame_stack, padding_type="reset")
 
 
+class NESFrameTap(gymnasium.Wrapper):
+    """Pass every NES frame the env shows to ``hook``, at full resolution, before preprocessing.
+
+    Sits directly above the nes-py env (below ``JoypadSpace`` and the frame skip), so it sees
+    the reset screen and the screen after every emulated step: 60 frames per second of game
+    time, ``frame_skip`` per agent step (fewer on the step that ends an episode). Frames the
+    env itself fast-forwards through (death animations, the black screen between areas) are
+    never shown to anyone, so they are not here either.
+
+    Args:
+        env: an env whose ``unwrapped`` is a nes-py ``NESEnv``.
+        hook: receives a (240, 256, 3) uint8 RGB view of the screen; copy to keep it.
+    """
+
+    def __init__(self, env: gymnasium.Env, hook: FrameHook) -> None:
+        super().__init__(env)
+        self._hook = hook
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Reset the inner env and show its first frame."""
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._hook(self.env.unwrapped.screen)
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Step one NES frame and show it."""
+        out = self.env.step(action)
+        self._hook(self.env.unwrapped.screen)
+        return out
+
+
 class EpisodeInfo(gymnasium.Wrapper):
     """Trim ``info`` to a few typed keys and add ``info["episode"]`` on an episode's last step.
 
@@ -379,19 +432,38 @@ def _gym_make(cfg: EnvConfig, render_mode: str | None, **kwargs: Any) -> gymnasi
 
 
 def _make_mario(
-    cfg: EnvConfig, render_mode: str | None, preprocessing: Preprocessing
+    cfg: EnvConfig,
+    render_mode: str | None,
+    preprocessing: Preprocessing,
+    frame_hook: FrameHook | None,
 ) -> gymnasium.Env:
     import gym_super_mario_bros  # noqa: F401  (registers the SuperMarioBros-* ids)
     from nes_py.nes_env import NESEnv
     from nes_py.wrappers import JoypadSpace
 
+    from actor.stages import StageSampler, StageSwitcher, stage_env_id
+
     action_set = _mario_action_set(cfg)
     if preprocessing not in ("fused", "gymnasium"):
         raise ValueError(f"preprocessing must be 'fused' or 'gymnasium', got {preprocessing!r}")
-    env = _gym_make(cfg, render_mode)
+    stages = cfg.resolved_stages
+    if stages:
+        # Boot on the first listed stage; the switcher moves to a sampled one at every reset.
+        env = _gym_make(
+            dataclasses.replace(cfg, id=stage_env_id(stages[0]), stages=()), render_mode
+        )
+    else:
+        env = _gym_make(cfg, render_mode)
     if not isinstance(env.unwrapped, NESEnv):
         env.close()
         raise ValueError(f"env.id: {cfg.id!r} is not a nes-py Super Mario Bros env")
+    if stages:
+        sampler = StageSampler(
+            stages, cfg.stage_sampling, cfg.curriculum_window, cfg.curriculum_min_weight
+        )
+        env = StageSwitcher(env, sampler)
+    if frame_hook is not None:
+        env = NESFrameTap(env, frame_hook)
     env = JoypadSpace(env, action_set)
     sizes = {
         "frame_skip": cfg.frame_skip,
@@ -434,6 +506,7 @@ def make_env(
     seed: int | None = None,
     render_mode: str | None = None,
     preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
+    frame_hook: FrameHook | None = None,
 ) -> gymnasium.Env:
     """Build one ready-to-use env for ``cfg``.
 
@@ -451,6 +524,12 @@ def make_env(
         render_mode: passed to ``gymnasium.make`` (``"rgb_array"``, ``"human"`` or None).
         preprocessing: Mario only: ``"fused"`` (:class:`FusedMarioPreprocessing`) or
             ``"gymnasium"`` (:func:`gymnasium_mario_preprocessing`); identical outputs.
+        frame_hook: Mario only: called with every full-resolution RGB NES frame the env shows
+            (see :class:`NESFrameTap`), e.g. to record a 60 fps video; ignored otherwise.
+
+    With ``cfg.stages`` set (Mario), every reset first moves the emulator to a stage drawn by
+    ``cfg.stage_sampling`` (:class:`actor.stages.StageSwitcher`); the stage sampler is seeded
+    by ``seed``.
 
     Raises:
         ValueError: naming ``env.id`` if the id is unknown, a Mario id is not a nes-py env, or a
@@ -458,7 +537,7 @@ def make_env(
             ``env.actions`` for an unknown action set.
     """
     if cfg.is_mario:
-        env = _make_mario(cfg, render_mode, preprocessing)
+        env = _make_mario(cfg, render_mode, preprocessing, frame_hook)
         if cfg.max_episode_steps > 0:
             env = TimeLimit(env, cfg.max_episode_steps)
     else:

@@ -6,10 +6,14 @@ the decision that the learner is gone.
 
 Lifecycle: send :class:`Hello`; the learner answers with :class:`Welcome` (its resolved config,
 so a remote actor needs no config file) and the current :class:`Weights`; then loop forever:
-act on K observations in one batch, step the envs, and every T steps send K trajectories.
-New weights published by the learner are loaded between steps. The actor never blocks forever:
-if nothing at all is heard from the learner for ``actor.learner_timeout_s`` it exits with
-:data:`EXIT_LEARNER_LOST`.
+act on K observations in one batch, step the envs, and every T steps send K trajectories,
+each spending one of the credits the learner grants (flow control). New weights published by
+the learner are loaded between steps. A heartbeat thread reports to the learner every
+``telemetry.heartbeat_interval_s`` and a stall watchdog dumps thread stacks into ``stall_dir``
+if the loop stops making progress. A learner that does not know this actor (it restarted, or
+declared the actor dead) answers with :class:`Rejoin`; the actor says hello again. The actor
+never blocks forever: if nothing at all is heard from the learner for
+``actor.learner_timeout_s`` it exits with :data:`EXIT_LEARNER_LOST`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 import tomllib
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,11 +45,14 @@ from protocol.messages import (
     LearnerStatus,
     Message,
     ProtocolError,
+    Rejoin,
     Trajectory,
     TrajectorySpec,
     Weights,
     Welcome,
 )
+from telemetry.heartbeat import HeartbeatBuilder, HeartbeatSender, RateMeter
+from telemetry.stall import StallWatchdog
 
 log = logging.getLogger("actor")
 
@@ -69,12 +77,16 @@ class ActorOptions:
         actor_id: this actor's id (stable across restarts; names it in logs and counters).
         num_envs: overrides ``actor.num_envs`` from the learner's config when set.
         connect_timeout_s: how long to wait for the learner's welcome at start-up.
+        stall_dir: where a stalled main loop's thread stacks are written.
+        heartbeats: send heartbeats (benchmarks turn them off to measure their cost).
     """
 
     learner: str
     actor_id: int
     num_envs: int | None = None
     connect_timeout_s: float = 60.0
+    stall_dir: Path = Path("stalls")
+    heartbeats: bool = True
 
 
 class Actor:
@@ -94,6 +106,12 @@ class Actor:
         self.credits = 0
         self.env_frames = 0
         self.done = False
+        self.learner_version: int | None = None  # latest version the learner announced
+        self._hello_sent = 0.0
+        self.watchdog = StallWatchdog(
+            options.stall_dir, f"actor-{options.actor_id}", stall_after_s=60.0
+        )
+        self.heartbeat: HeartbeatSender | None = None
 
     # -- joining -------------------------------------------------------------------------
     def join(self) -> schema.Config:
@@ -102,14 +120,7 @@ class Actor:
         Raises:
             LearnerLost: no welcome within ``connect_timeout_s``.
         """
-        hello = Hello(
-            actor_id=self.options.actor_id,
-            run_id=self.run_id,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            num_envs=self.options.num_envs or 0,
-        )
-        transport.send(self.dealer, hello)
+        self._say_hello()
         deadline = time.monotonic() + self.options.connect_timeout_s
         welcome: Welcome | None = None
         while welcome is None:
@@ -138,6 +149,46 @@ class Actor:
             config.env.id,
         )
         return config
+
+    def _say_hello(self) -> None:
+        hello = Hello(
+            actor_id=self.options.actor_id,
+            run_id=self.run_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            num_envs=self.options.num_envs or 0,
+        )
+        transport.send(self.dealer, hello)
+        self._hello_sent = time.monotonic()
+
+    def _start_telemetry(self) -> None:
+        tc = self.config.telemetry
+        self.watchdog.stall_after_s = tc.stall_after_s
+        self.watchdog.start()
+        if not self.options.heartbeats:
+            return
+        builder = HeartbeatBuilder("actor", str(self.options.actor_id), self.run_id)
+        meter = RateMeter()
+
+        def figures() -> dict[str, Any]:
+            lag = None
+            if self.learner_version is not None and self.policy_version >= 0:
+                lag = float(max(0, self.learner_version - self.policy_version))
+            return {
+                "env_fps": meter.rate(self.env_frames),
+                "policy_version": max(self.policy_version, 0),
+                "policy_lag": lag,
+                "credits": self.credits,
+                "progress_age_s": self.watchdog.progress_age_s,
+                "stalled": self.watchdog.stalled,
+                "stall_file": self.watchdog.stall_file,
+                "counters": {"unrolls_sent": self.sent, "env_frames": self.env_frames},
+            }
+
+        self.heartbeat = HeartbeatSender(
+            self.ctx, self.options.learner, builder, figures, tc.heartbeat_interval_s
+        )
+        self.heartbeat.start()
 
     def _recv(self, sock: zmq.Socket[Any], deadline: float) -> Message:
         """One message from ``sock`` before ``deadline``; malformed ones are logged and skipped.
@@ -199,8 +250,18 @@ class Actor:
                     self._load(msg)
                 elif isinstance(msg, Credit):
                     self.credits += msg.unrolls
-                elif isinstance(msg, LearnerStatus) and msg.done:
-                    self.done = True
+                elif isinstance(msg, LearnerStatus):
+                    self.learner_version = msg.policy_version
+                    self.done = self.done or msg.done
+                elif isinstance(msg, Welcome):  # the answer to a re-hello
+                    self.credits = msg.credits
+                    self.learner_run_id = msg.learner_run_id
+                elif isinstance(msg, Rejoin) and time.monotonic() - self._hello_sent > 1.0:
+                    log.warning(
+                        "learner %s does not know this actor; saying hello again",
+                        msg.learner_run_id,
+                    )
+                    self._say_hello()
 
     def _check_alive(self) -> None:
         silent = time.monotonic() - self.last_heard
@@ -235,7 +296,9 @@ class Actor:
         collector = UnrollCollector(self.spec, self.num_envs, self.options.actor_id, self.run_id)
         collector.reset(np.stack([env.reset()[0] for env in self.envs]))
         self.last_heard = time.monotonic()
+        self._start_telemetry()
         while not self.stopping and not self.done:
+            self.watchdog.progress()
             self._drain()
             self._check_alive()
             with torch.inference_mode():
@@ -248,6 +311,10 @@ class Actor:
                 self._send(traj)
 
     def close(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+            self.heartbeat.join(timeout=2)
+        self.watchdog.stop()
         for env in getattr(self, "envs", []):
             env.close()
         if self.sub is not None:

@@ -7,9 +7,11 @@ Prints one JSON line; every rate is in env (NES) frames per second:
   observation copy: the ceiling.
 - ``env_loop_fps``: ``SuperMarioBrosEnv`` + ``JoypadSpace``, ``env.step`` with random actions.
 - ``actor_fps``: the real :class:`actor.worker.Actor` (preprocessing, batched CPU inference on
-  ``actor.num_envs`` envs, unroll collection, encoding and ZeroMQ sends) against an in-process
-  sink that plays the learner (welcome + weights, then drains unrolls). The sink thread shares
-  the pinned core, so the figure is conservative.
+  ``actor.num_envs`` envs, unroll collection, encoding and ZeroMQ sends, heartbeats) against an
+  in-process sink that plays the learner (welcome + weights, then drains unrolls). The sink
+  thread shares the pinned core, so the figure is conservative.
+- ``actor_fps_heartbeats_off`` and ``heartbeat_overhead`` (1 - on/off): the same run with
+  heartbeats paused in alternate 2-second windows, to show what heartbeats cost.
 
 Each phase runs ``--seconds`` after a short warm-up. The process is pinned to one core and torch
 to one thread, so the ratios ``actor_vs_env_loop`` and ``actor_vs_raw_emulator`` compare like
@@ -118,29 +120,47 @@ class SinkLearner(threading.Thread):
         self.router.close(0)
 
 
-def actor_fps(config: schema.Config, seconds: float, warmup: float = 3.0) -> dict[str, Any]:
-    """Env frames/s of the real actor loop against :class:`SinkLearner`."""
+def actor_fps(
+    config: schema.Config, seconds: float, warmup: float = 3.0, window: float = 2.0
+) -> dict[str, Any]:
+    """Env frames/s of the real actor loop against :class:`SinkLearner`.
+
+    Heartbeats are switched on and off in alternating ``window``-second slices of one run, so
+    machine noise hits both modes alike; ``actor_fps`` is the rate with them on.
+    """
     endpoint = "inproc://bench-actor"
     sink = SinkLearner(config, endpoint)
     sink.start()
     actor = Actor(ActorOptions(learner=endpoint, actor_id=0))
     actor.join()
-    marks: dict[str, float] = {}
+    totals = {True: [0.0, 0.0], False: [0.0, 0.0]}  # heartbeats on? -> [frames, seconds]
 
     def timer() -> None:
         time.sleep(warmup)
-        marks["t0"], marks["f0"] = time.perf_counter(), actor.env_frames
-        time.sleep(seconds)
-        marks["t1"], marks["f1"] = time.perf_counter(), actor.env_frames
+        on = True
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            assert actor.heartbeat is not None
+            actor.heartbeat.paused = not on
+            t0, f0 = time.perf_counter(), actor.env_frames
+            time.sleep(min(window, max(0.0, end - t0)))
+            totals[on][0] += actor.env_frames - f0
+            totals[on][1] += time.perf_counter() - t0
+            on = not on
         actor.stopping = True
 
     threading.Thread(target=timer, daemon=True).start()
     actor.run()
+    heartbeats_sent = actor.heartbeat.sent if actor.heartbeat else 0
     actor.close()
     sink.stop.set()
     sink.join()
+    on_fps = totals[True][0] / max(totals[True][1], 1e-9)
+    off_fps = totals[False][0] / max(totals[False][1], 1e-9) if totals[False][1] else on_fps
     return {
-        "actor_fps": (marks["f1"] - marks["f0"]) / (marks["t1"] - marks["t0"]),
+        "actor_fps": on_fps,
+        "actor_fps_heartbeats_off": off_fps,
+        "heartbeats_sent": heartbeats_sent,
         "unrolls_sent": actor.sent,
         "num_envs": actor.num_envs,
     }
@@ -174,6 +194,9 @@ def main(argv: list[str] | None = None) -> None:
         "actor_fps": round(actor["actor_fps"], 1),
         "actor_vs_env_loop": round(actor["actor_fps"] / loop, 3),
         "actor_vs_raw_emulator": round(actor["actor_fps"] / raw, 3),
+        "actor_fps_heartbeats_off": round(actor["actor_fps_heartbeats_off"], 1),
+        "heartbeat_overhead": round(1 - actor["actor_fps"] / actor["actor_fps_heartbeats_off"], 4),
+        "heartbeats_sent": actor["heartbeats_sent"],
         "num_envs": actor["num_envs"],
         "torso": config.model.torso,
         "unroll_length": config.actor.unroll_length,

@@ -267,6 +267,31 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class TelemetryConfig:
+    """Heartbeats, liveness and stall diagnostics (the ZeroMQ guide's Paranoid Pirate timing)."""
+
+    heartbeat_interval_s: float = option(
+        1.0, "Seconds between heartbeats from every process.", gt=0
+    )
+    stale_after_s: float = option(
+        5.0, "A peer silent this long is marked stale in the fleet view.", gt=0
+    )
+    dead_after_s: float = option(
+        15.0, "A peer silent this long is marked dead and its credits are released.", gt=0
+    )
+    stall_after_s: float = option(
+        60.0, "A main loop without progress this long writes its thread stacks to stalls/.", gt=0
+    )
+
+    def __post_init__(self) -> None:
+        if self.dead_after_s <= self.stale_after_s:
+            raise ConfigError(
+                "telemetry.dead_after_s: must be greater than telemetry.stale_after_s "
+                f"({self.dead_after_s} <= {self.stale_after_s})"
+            )
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole run: one learner and its actors."""
 
@@ -276,6 +301,7 @@ class Config:
     actor: ActorConfig = ActorConfig()
     learner: LearnerConfig = LearnerConfig()
     network: NetworkConfig = NetworkConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     eval: EvalConfig = EvalConfig()
 
     @property

@@ -1,21 +1,20 @@
-"""The learner process host: sockets, batching, weight publishing, metrics and checkpoints.
+"""The learner process host: sockets, batching, weight publishing, fleet view, checkpoints.
 
 Run by: ``python -m learner`` (started by the launcher, or by hand on the GPU machine).
-Owns: the ROUTER socket that receives hellos and unrolls, the PUB socket that broadcasts weights
-and status, the bounded queue of accepted unrolls, the accounting of every unroll received
-(accepted, rejected by reason, dropped stale, duplicate), TensorBoard scalars, periodic and
-final checkpoints, and the frame budget. The algorithm itself is :class:`learner.learner.Learner`.
+Owns: the ROUTER socket that receives hellos, unrolls and heartbeats; the PUB socket that
+broadcasts weights, status and the heartbeat stream; the queue of accepted unrolls (bounded by
+credits); the fleet view; periodic and final checkpoints; and the frame budget. The algorithm
+is :class:`learner.learner.Learner`; counting is :mod:`learner.accounting`; flow control is
+:mod:`learner.credits`; what gets written out is :mod:`learner.reporting`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import time
 import uuid
-from collections import Counter, deque
-from dataclasses import dataclass, field
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -23,82 +22,35 @@ import numpy as np
 import tomli_w
 import torch
 import zmq
-from torch.utils.tensorboard import SummaryWriter
 
 from actor.env import num_actions, observation_spec
 from configs import schema
+from learner.accounting import EPISODE_LOG, Accounting, EpisodeWindow
 from learner.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from learner.credits import CreditLedger
+from learner.fleet import DEAD, FleetView
 from learner.learner import Learner, collate
+from learner.reporting import Reporter
 from models.weights import flatten_state
 from protocol import transport
 from protocol.codec import decode
 from protocol.messages import (
     Credit,
-    EpisodeStats,
+    Heartbeat,
     Hello,
     LearnerStatus,
+    Message,
     ProtocolError,
+    Rejoin,
     Trajectory,
     TrajectorySpec,
     Weights,
     Welcome,
 )
+from telemetry.heartbeat import HeartbeatBuilder
+from telemetry.stall import StallWatchdog
 
 log = logging.getLogger("learner")
-
-STATUS_INTERVAL_S = 1.0
-EPISODE_WINDOW = 100
-EPISODE_LOG = "episodes.jsonl"
-"""One JSON object per finished episode: env_frames, actor, return, length, x_pos, flag, stage."""
-
-
-@dataclass
-class Accounting:
-    """What became of every unroll received; exported to status, TensorBoard and checkpoints.
-
-    Every trajectory message lands in exactly one bucket, so
-    ``received == accepted + sum(rejected.values()) + dropped_stale + duplicates``.
-    """
-
-    accepted: int = 0
-    accepted_by_actor: Counter[int] = field(default_factory=Counter)
-    rejected: Counter[str] = field(default_factory=Counter)
-    dropped_stale: int = 0
-    duplicates: int = 0
-
-    @property
-    def rejected_total(self) -> int:
-        return sum(self.rejected.values())
-
-
-@dataclass
-class Peer:
-    """An actor connection known from its hello: who it is and its unrolls in flight."""
-
-    actor_id: int
-    run_id: str
-    credits: int  # unrolls it may still send before it must wait for a Credit
-
-
-@dataclass
-class EpisodeWindow:
-    """Finished-episode statistics: totals since the run began, means over the last 100."""
-
-    recent: deque[EpisodeStats] = field(default_factory=lambda: deque(maxlen=EPISODE_WINDOW))
-    episodes: int = 0
-    flags: int = 0
-    max_x_pos: int = 0
-
-    def add(self, stats: EpisodeStats) -> None:
-        self.recent.append(stats)
-        self.episodes += 1
-        self.flags += int(stats.flag_get)
-        self.max_x_pos = max(self.max_x_pos, stats.max_x_pos)
-
-    def mean(self, attr: str) -> float:
-        if not self.recent:
-            return 0.0
-        return float(np.mean([getattr(s, attr) for s in self.recent]))
 
 
 class LearnerServer:
@@ -106,7 +58,7 @@ class LearnerServer:
 
     Args:
         config: the resolved run config.
-        run_dir: where TensorBoard events and checkpoints go.
+        run_dir: where TensorBoard events, logs, stall dumps and checkpoints go.
         resume: a checkpoint to continue from (counters, model, optimiser), or None.
     """
 
@@ -125,34 +77,31 @@ class LearnerServer:
         )
         self.learner = Learner(config, obs_shape, self.spec.num_actions, device)
         self.accounting = Accounting()
-        self.episodes = EpisodeWindow()
+        self.episodes = EpisodeWindow(run_dir / EPISODE_LOG)
         self.env_frames = 0
         if resume is not None:
             self._restore(resume)
         self.frames_per_unroll = config.actor.unroll_length * config.env.frames_per_step
         self.pending: deque[tuple[bytes, Trajectory]] = deque()
-        self.peers: dict[bytes, Peer] = {}
-        self._grants: Counter[bytes] = Counter()
+        self.credits = CreditLedger()
         self.last_seq: dict[tuple[int, str], int] = {}
+        tc = config.telemetry
+        self.fleet = FleetView(tc.stale_after_s, tc.dead_after_s)
+        self.heartbeats = HeartbeatBuilder("learner", "0", self.run_id)
+        self.watchdog = StallWatchdog(run_dir / "stalls", "learner-0", tc.stall_after_s)
         self.stopping = False
         self.ctx = zmq.Context.instance()
         self.router = transport.bind_router(self.ctx, config.network.trajectory_endpoint)
         self.pub = transport.bind_pub(self.ctx, config.network.broadcast_endpoint)
-        self.writer = SummaryWriter(log_dir=str(run_dir))
-        self.episode_log = open(run_dir / EPISODE_LOG, "a", buffering=1)  # noqa: SIM115
+        self.reporter = Reporter(run_dir)
         self.config_toml = tomli_w.dumps(schema.to_dict(config))
         self._weights: Weights | None = None
-        self._metric_sums: Counter[str] = Counter()
-        self._metric_count = 0
-        self._lags: list[tuple[float, float]] = []  # (mean, max) policy lag per batch
-        self._rate: deque[tuple[float, int, int]] = deque(maxlen=30)
+        self.env_fps = self.updates_per_s = 0.0
         log.info(
             "learner %s on %s: unrolls at %s, broadcasts at %s",
-            self.run_id,
-            device,
-            config.network.trajectory_endpoint,
+            self.run_id, device, config.network.trajectory_endpoint,
             config.network.broadcast_endpoint,
-        )
+        )  # fmt: skip
 
     # -- checkpoints ---------------------------------------------------------------------
     def _restore(self, path: Path) -> None:
@@ -163,12 +112,8 @@ class LearnerServer:
         self.episodes.episodes = int(counters.get("episodes", 0))
         self.episodes.flags = int(counters.get("flags", 0))
         self.episodes.max_x_pos = int(counters.get("max_x_pos", 0))
-        log.info(
-            "resumed from %s at update %d, %d env frames",
-            path,
-            self.learner.updates,
-            self.env_frames,
-        )
+        log.info("resumed from %s at update %d, %d env frames",
+                 path, self.learner.updates, self.env_frames)  # fmt: skip
 
     def save(self) -> Path:
         """Write a checkpoint for the current update; returns its path."""
@@ -189,7 +134,7 @@ class LearnerServer:
         log.info("checkpoint %s", path)
         return path
 
-    # -- messages ------------------------------------------------------------------------
+    # -- broadcasts ----------------------------------------------------------------------
     def _current_weights(self) -> Weights:
         if self._weights is None or self._weights.policy_version != self.learner.policy_version:
             layout, flat = flatten_state(self.learner.model)
@@ -204,41 +149,63 @@ class LearnerServer:
     def publish_weights(self) -> None:
         transport.send(self.pub, self._current_weights(), prefix=[transport.TOPIC_WEIGHTS])
 
+    def _publish_stream(self, message: Message, topic: bytes) -> None:
+        """Heartbeat stream: broadcast and append to ``heartbeats.jsonl``."""
+        transport.send(self.pub, message, prefix=[topic])
+        self.reporter.stream(message)
+
+    def _publish_heartbeat(self, heartbeat: Heartbeat) -> None:
+        self._publish_stream(heartbeat, transport.TOPIC_HEARTBEAT)
+        if heartbeat.state == DEAD and heartbeat.role == "actor":
+            # its credits are void: should it come back, it must say hello again
+            self.credits.forget_actor(int(heartbeat.id))
+            log.warning("actor %s on %s declared dead after %.0f s of silence",
+                        heartbeat.id, heartbeat.host, self.fleet.dead_after_s)  # fmt: skip
+
+    # -- messages ------------------------------------------------------------------------
     def _handle(self, identity: bytes, frames: list[Any]) -> None:
-        peer = self.peers.get(identity)
+        now = time.monotonic()
         try:
             msg = decode(frames)
             if isinstance(msg, Trajectory):
-                if peer is None or peer.credits <= 0:
-                    raise ProtocolError("credits", "no_credit", "unroll sent without a credit")
-                peer.credits -= 1
-                self._grants[identity] += 1  # returned now unless it is accepted below
-                self.spec.validate(msg)
+                self._touch(f"actor:{msg.actor_id}", now)
+                self.credits.spend(identity)
+                try:
+                    self.spec.validate(msg)
+                except ProtocolError:
+                    self.credits.give_back(identity)  # a rejected unroll is consumed too
+                    raise
         except ProtocolError as exc:
             self.accounting.rejected[f"{exc.field}:{exc.reason}"] += 1
-            log.warning("rejected a message from actor %s: %s", peer.actor_id if peer else "?", exc)
+            log.warning("rejected a message: %s", exc)
+            if exc.reason == "unknown_peer":
+                transport.send(self.router, Rejoin(learner_run_id=self.run_id), prefix=[identity])
             return
-        if isinstance(msg, Hello):
+        if isinstance(msg, Heartbeat):
+            self._publish_heartbeat(self.fleet.observe(msg, now))
+        elif isinstance(msg, Hello):
+            self._touch(f"actor:{msg.actor_id}", now)
             self._welcome(identity, msg)
         elif isinstance(msg, Trajectory):
             if self._accept(msg):
-                self._grants[identity] -= 1  # returned when the unroll is trained on
-                self.pending.append((identity, msg))
+                self.pending.append((identity, msg))  # its credit returns once trained on
+            else:
+                self.credits.give_back(identity)
         else:
             self.accounting.rejected[f"type:unexpected_{msg.TYPE}"] += 1
+
+    def _touch(self, key: str, now: float) -> None:
+        revived = self.fleet.touch(key, now)
+        if revived is not None:
+            self._publish_heartbeat(revived)
 
     def _welcome(self, identity: bytes, hello: Hello) -> None:
         credits = self.config.learner.credits_per_env * (
             hello.num_envs or self.config.actor.num_envs
         )
-        self.peers[identity] = Peer(hello.actor_id, hello.run_id, credits)
-        log.info(
-            "actor %d (%s pid %d) joined with %d credits",
-            hello.actor_id,
-            hello.host,
-            hello.pid,
-            credits,
-        )
+        self.credits.register(identity, hello.actor_id, hello.run_id, credits)
+        log.info("actor %d (%s pid %d) joined with %d credits",
+                 hello.actor_id, hello.host, hello.pid, credits)  # fmt: skip
         welcome = Welcome(
             learner_run_id=self.run_id,
             config_toml=self.config_toml,
@@ -263,26 +230,12 @@ class LearnerServer:
         self.accounting.accepted += 1
         self.accounting.accepted_by_actor[traj.actor_id] += 1
         for stats in traj.episodes:
-            self.episodes.add(stats)
-            record = {
-                "env_frames": self.env_frames,
-                "actor_id": traj.actor_id,
-                "return": stats.episode_return,
-                "length": stats.length,
-                "max_x_pos": stats.max_x_pos,
-                "flag_get": stats.flag_get,
-                "stage": stats.stage,
-            }
-            self.episode_log.write(json.dumps(record) + "\n")
+            self.episodes.add(stats, self.env_frames, traj.actor_id)
         return True
 
     def _send_credits(self) -> None:
-        for identity, n in self._grants.items():
-            peer = self.peers.get(identity)
-            if n > 0 and peer is not None:
-                peer.credits += n
-                transport.send(self.router, Credit(unrolls=n), prefix=[identity])
-        self._grants.clear()
+        for identity, n in self.credits.flush():
+            transport.send(self.router, Credit(unrolls=n), prefix=[identity])
 
     def _receive(self, timeout_ms: int) -> None:
         """Read every waiting message (after up to ``timeout_ms``), then return credits.
@@ -304,32 +257,25 @@ class LearnerServer:
         b = self.config.learner.batch_size
         taken = [self.pending.popleft() for _ in range(b)]
         batch = collate([traj for _, traj in taken], self.learner.device)
-        version = self.learner.policy_version
-        lag = (version - batch.policy_version).float()
-        self._lags.append((float(lag.mean()), float(lag.max())))
+        lag = (self.learner.policy_version - batch.policy_version).float()
         metrics = self.learner.train_step(batch)
+        self.reporter.record_update(metrics, float(lag.mean()), float(lag.max()))
         self.env_frames += b * self.frames_per_unroll
-        self._metric_sums.update(metrics)
-        self._metric_count += 1
         self.publish_weights()
         for identity, _ in taken:
-            self._grants[identity] += 1
+            self.credits.give_back(identity)
         self._send_credits()
 
     def status(self, done: bool = False) -> LearnerStatus:
-        """The figures broadcast to the launcher and actors about once a second."""
-        now = time.monotonic()
-        self._rate.append((now, self.env_frames, self.learner.updates))
-        t0, f0, _ = self._rate[0]
-        fps = (self.env_frames - f0) / (now - t0) if now > t0 else 0.0
-        acc = self.accounting
+        """The progress and fleet figures broadcast about once a second."""
+        acc, fleet = self.accounting, self.fleet.totals()
         return LearnerStatus(
             learner_run_id=self.run_id,
             policy_version=self.learner.policy_version,
             updates=self.learner.updates,
             env_frames=self.env_frames,
             total_env_frames=self.config.run.total_env_frames,
-            env_fps=fps,
+            env_fps=self.env_fps,
             episodes=self.episodes.episodes,
             mean_return=self.episodes.mean("episode_return"),
             mean_x_pos=self.episodes.mean("max_x_pos"),
@@ -340,79 +286,82 @@ class LearnerServer:
             dropped_stale=acc.dropped_stale,
             duplicates=acc.duplicates,
             done=done,
+            actors_alive=fleet.actors_alive,
+            actors_stale=fleet.actors_stale,
+            actors_dead=fleet.actors_dead,
+            fleet_env_fps=fleet.env_fps,
+            mean_policy_lag=fleet.mean_policy_lag,
+            gpu_utilization=fleet.gpu_utilization,
         )
 
-    def _log_scalars(self, status: LearnerStatus) -> None:
-        step = self.env_frames
-        w = self.writer
-        if self._metric_count:
-            for key, total in self._metric_sums.items():
-                w.add_scalar(key, total / self._metric_count, step)
-        if self.episodes.recent:
-            recent = self.episodes.recent
-            w.add_scalar("episode/return", status.mean_return, step)
-            w.add_scalar("episode/length", self.episodes.mean("length"), step)
-            w.add_scalar("episode/x_pos", status.mean_x_pos, step)
-            w.add_scalar("episode/x_pos_max", max(s.max_x_pos for s in recent), step)
-            w.add_scalar("episode/flag_rate", self.episodes.mean("flag_get"), step)
-        if self._lags:
-            w.add_scalar("policy_lag/mean", float(np.mean([m for m, _ in self._lags])), step)
-            w.add_scalar("policy_lag/max", max(m for _, m in self._lags), step)
-        w.add_scalar("throughput/env_fps", status.env_fps, step)
-        w.add_scalar("throughput/updates", self.learner.updates, step)
-        acc = self.accounting
-        w.add_scalar("unrolls/accepted", acc.accepted, step)
-        w.add_scalar("unrolls/rejected", acc.rejected_total, step)
-        w.add_scalar("unrolls/dropped_stale", acc.dropped_stale, step)
-        w.add_scalar("unrolls/duplicates", acc.duplicates, step)
-        w.flush()
-        self._metric_sums.clear()
-        self._metric_count = 0
-        self._lags.clear()
+    def _beat(self, done: bool = False) -> None:
+        """Once per heartbeat interval: own heartbeat, liveness sweep, status broadcast."""
+        now = time.monotonic()
+        self.env_fps, self.updates_per_s = self.reporter.rates(
+            self.env_frames, self.learner.updates
+        )
+        own = self.heartbeats.build(
+            env_fps=self.env_fps,
+            updates_per_s=self.updates_per_s,
+            policy_version=self.learner.policy_version,
+            queue_depth=len(self.pending),
+            credits=self.credits.outstanding,
+            progress_age_s=self.watchdog.progress_age_s,
+            stalled=self.watchdog.stalled,
+            stall_file=self.watchdog.stall_file,
+            counters=self.accounting.as_counters(),
+        )
+        self._publish_heartbeat(self.fleet.observe(own, now))
+        for changed in self.fleet.sweep(now):
+            self._publish_heartbeat(changed)
+        self._publish_stream(self.status(done), transport.TOPIC_STATUS)
+
+    def _log_scalars(self) -> None:
+        self.reporter.scalars(
+            self.env_frames, self.env_fps, self.learner.updates, self.episodes,
+            self.accounting, self.fleet.totals(),
+        )  # fmt: skip
 
     def run(self) -> None:
         """Serve until the budget is reached or :attr:`stopping` is set; then checkpoint."""
         rc = self.config.run
+        self.watchdog.start()
         self.publish_weights()
-        last_status = last_log = last_ckpt = time.monotonic()
+        last_beat = last_log = last_ckpt = time.monotonic()
         while not self.stopping and self.env_frames < rc.total_env_frames:
+            self.watchdog.progress()
             self._receive(timeout_ms=50)
             if len(self.pending) >= self.config.learner.batch_size:
                 self._train()
             now = time.monotonic()
-            if now - last_status >= STATUS_INTERVAL_S:
-                last_status = now
-                transport.send(self.pub, self.status(), prefix=[transport.TOPIC_STATUS])
+            if now - last_beat >= self.config.telemetry.heartbeat_interval_s:
+                last_beat = now
+                self._beat()
             if now - last_log >= rc.log_interval_s:
                 last_log = now
-                self._log_scalars(self.status())
+                self._log_scalars()
             if now - last_ckpt >= rc.checkpoint_interval_s:
                 last_ckpt = now
                 self.save()
         self._finish()
 
     def _finish(self) -> None:
-        final = self.status(done=not self.stopping)
-        self._log_scalars(final)
+        self._log_scalars()
         self.save()
-        transport.send(self.pub, final, prefix=[transport.TOPIC_STATUS])
+        self._beat(done=not self.stopping)
         acc = self.accounting
         log.info(
             "learner stopped: %d updates, %d env frames; unrolls accepted %d, rejected %d %s, "
             "dropped stale %d, duplicates %d; accepted by actor %s",
-            self.learner.updates,
-            self.env_frames,
-            acc.accepted,
-            acc.rejected_total,
-            dict(acc.rejected),
-            acc.dropped_stale,
-            acc.duplicates,
+            self.learner.updates, self.env_frames, acc.accepted, acc.rejected_total,
+            dict(acc.rejected), acc.dropped_stale, acc.duplicates,
             dict(sorted(acc.accepted_by_actor.items())),
-        )
+        )  # fmt: skip
 
     def close(self) -> None:
-        self.writer.close()
-        self.episode_log.close()
+        self.watchdog.stop()
+        self.reporter.close()
+        self.episodes.close()
         self.router.close(0)
         self.pub.close(linger=500)
 

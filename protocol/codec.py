@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import types
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +30,6 @@ from protocol.messages import (
     ALLOWED_DTYPES,
     MESSAGE_TYPES,
     PROTOCOL_VERSION,
-    EpisodeStats,
     Message,
     ProtocolError,
 )
@@ -78,7 +78,7 @@ def _layout(cls: type[Message]) -> tuple[dict[str, Any], tuple[str, ...]]:
 
 
 def _to_wire(value: Any) -> Any:
-    if isinstance(value, list) and value and isinstance(value[0], EpisodeStats):
+    if isinstance(value, list) and value and hasattr(value[0], "to_wire"):
         return [v.to_wire() for v in value]
     return value
 
@@ -112,8 +112,19 @@ def _refuse_ext(code: int, data: bytes) -> Any:
 
 
 def _check_header_value(name: str, typ: Any, value: Any) -> Any:
-    """Validate one header field against its annotation; return the Python value."""
+    """Validate one header field against its annotation; return the Python value.
+
+    Supported annotations: ``bool``, ``int``, ``float`` (finite), ``str``, ``X | None``,
+    ``dict[str, int | float]``, ``list[R]`` for a record class ``R`` with ``from_wire``
+    (e.g. :class:`EpisodeStats`), and ``list[list[Any]]``.
+    """
     origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if origin in (types.UnionType, typing.Union) and type(None) in args:
+        if value is None:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check_header_value(name, inner, value)
     if typ is bool:
         ok = isinstance(value, bool)
     elif typ is int:
@@ -123,18 +134,26 @@ def _check_header_value(name: str, typ: Any, value: Any) -> Any:
         value = float(value) if ok else value
     elif typ is str:
         ok = isinstance(value, str)
+    elif origin is dict:
+        ok = isinstance(value, dict) and all(
+            isinstance(k, str)
+            and isinstance(v, int | float)
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            for k, v in value.items()
+        )
     elif origin is list:
-        (item,) = typing.get_args(typ)
+        (item,) = args
         if not isinstance(value, list):
             ok = False
-        elif item is EpisodeStats:
-            return [EpisodeStats.from_wire(v, f"{name}[{i}]") for i, v in enumerate(value)]
+        elif hasattr(item, "from_wire"):
+            return [item.from_wire(v, f"{name}[{i}]") for i, v in enumerate(value)]
         else:
             ok = all(isinstance(v, list) for v in value)
     else:  # pragma: no cover - a schema bug, not bad input
         raise TypeError(f"unsupported header field type {typ!r} for {name}")
     if not ok:
-        raise ProtocolError(name, "bad_type", f"expected {getattr(typ, '__name__', typ)}")
+        raise ProtocolError(name, "bad_type", f"expected {typ}")
     return value
 
 

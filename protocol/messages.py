@@ -13,7 +13,7 @@ such. Nothing is ever pickled.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -177,6 +177,51 @@ class EpisodeStats:
         return cls(float(ret), length, max_x, flag, stage)
 
 
+@dataclass(frozen=True)
+class GpuStats:
+    """One GPU's figures from NVML. Any field is None where the device does not support it.
+
+    Units: ``utilization`` percent (0-100), memory in MiB, ``temperature_c`` degrees Celsius,
+    ``power_w`` watts.
+    """
+
+    index: int
+    name: str
+    utilization: float | None = None
+    memory_used_mb: float | None = None
+    memory_total_mb: float | None = None
+    temperature_c: float | None = None
+    power_w: float | None = None
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.index, self.name, self.utilization, self.memory_used_mb,
+            self.memory_total_mb, self.temperature_c, self.power_w,
+        ]  # fmt: skip
+
+    @classmethod
+    def from_wire(cls, raw: Any, where: str) -> GpuStats:
+        """Parse :meth:`to_wire` output, raising :class:`ProtocolError` naming ``where``."""
+        if not isinstance(raw, list) or len(raw) != 7:
+            raise ProtocolError(where, "bad_gpu", "expected a 7-item list")
+        index, name, *numbers = raw
+        if isinstance(index, bool) or not isinstance(index, int) or not isinstance(name, str):
+            raise ProtocolError(where, "bad_gpu", "index must be an int and name a str")
+        for n in numbers:
+            if n is not None and (
+                isinstance(n, bool) or not isinstance(n, int | float) or not math.isfinite(n)
+            ):
+                raise ProtocolError(where, "bad_gpu", "figures must be finite numbers or null")
+        return cls(index, name, *(None if n is None else float(n) for n in numbers))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index, "name": self.name, "utilization": self.utilization,
+            "memory_used_mb": self.memory_used_mb, "memory_total_mb": self.memory_total_mb,
+            "temperature_c": self.temperature_c, "power_w": self.power_w,
+        }  # fmt: skip
+
+
 class Message:
     """Base of every wire message. ``TYPE`` is the header tag that selects the class."""
 
@@ -289,8 +334,94 @@ class LearnerStatus(Message):
     dropped_stale: int
     duplicates: int
     done: bool = False
+    actors_alive: int = 0
+    actors_stale: int = 0
+    actors_dead: int = 0
+    fleet_env_fps: float = 0.0
+    mean_policy_lag: float | None = None
+    gpu_utilization: float | None = None
+
+
+@dataclass(frozen=True)
+class Heartbeat(Message):
+    """Every process -> the learner about once a second; republished on the heartbeat stream.
+
+    Attributes:
+        role: ``learner``, ``actor``, ``launcher`` or ``eval``.
+        id: the process's id within its role (e.g. the actor id).
+        host, pid, run_id: where it runs and which incarnation it is.
+        uptime_s: seconds since the process started.
+        cpu_percent: process CPU use since the previous heartbeat (100 = one core), psutil.
+        rss_mb: resident memory in MiB; threads: OS thread count (psutil).
+        env_fps: env frames per second stepped (actors) or consumed (learner).
+        updates_per_s: learner updates per second (learner only, else 0).
+        policy_version: version of the weights it holds; policy_lag: learner's version minus
+            it (actors; None where unknown).
+        queue_depth: unrolls queued (learner) or waiting to be sent (actor).
+        credits: unrolls an actor may still send; for the learner, credits outstanding.
+        progress_age_s: seconds since its main loop last made progress.
+        stalled: the stall watchdog fired and wrote ``stall_file`` (a path, else "").
+        counters: cumulative counts (e.g. ``unrolls_sent``, ``accepted``, ``rejected``).
+        gpu: per-GPU figures, or None where there is no NVIDIA driver.
+        state: ``alive``, ``stale`` or ``dead``, set by the learner when it republishes.
+    """
+
+    TYPE: ClassVar[str] = "heartbeat"
+    role: str
+    id: str
+    host: str
+    pid: int
+    run_id: str
+    uptime_s: float
+    cpu_percent: float
+    rss_mb: float
+    threads: int
+    env_fps: float
+    updates_per_s: float
+    policy_version: int
+    policy_lag: float | None
+    queue_depth: int
+    credits: int
+    progress_age_s: float
+    stalled: bool
+    stall_file: str
+    counters: dict[str, float]
+    gpu: list[GpuStats] | None
+    state: str = "alive"
+
+    @property
+    def key(self) -> str:
+        """``role:id``, the peer's identity in the fleet view."""
+        return f"{self.role}:{self.id}"
+
+
+@dataclass(frozen=True)
+class Rejoin(Message):
+    """Learner -> an actor it does not know (it restarted, or declared the actor dead):
+    say hello again to get fresh credits; unrolls begun for an older learner are dropped."""
+
+    TYPE: ClassVar[str] = "rejoin"
+    learner_run_id: str
+
+
+def to_json(message: Message) -> dict[str, Any]:
+    """A header-only message as a JSON-ready dict with its ``type`` (for jsonl and monitors).
+
+    Raises:
+        TypeError: the message carries arrays (trajectories and weights are not for JSON).
+    """
+    out: dict[str, Any] = {"type": message.TYPE}
+    for f in fields(message):  # type: ignore[arg-type]
+        value = getattr(message, f.name)
+        if isinstance(value, np.ndarray):
+            raise TypeError(f"{message.TYPE}.{f.name}: arrays are not JSON")
+        if isinstance(value, list):
+            value = [v.as_dict() if hasattr(v, "as_dict") else v for v in value]
+        out[f.name] = value
+    return out
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.TYPE: cls for cls in (Hello, Welcome, Credit, Trajectory, Weights, LearnerStatus)
+    cls.TYPE: cls
+    for cls in (Hello, Welcome, Credit, Rejoin, Trajectory, Weights, LearnerStatus, Heartbeat)
 }

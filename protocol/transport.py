@@ -5,7 +5,9 @@ launcher agree on patterns and limits:
 
 - unrolls and hellos: actor DEALER --connect--> learner ROUTER (bind); the learner answers a
   hello with a welcome and the current weights on the same connection (no slow-joiner gap).
-- weights and status: learner PUB (bind) --> actor / launcher SUB, one topic frame first.
+- weights, status and the heartbeat stream: learner PUB (bind) --> actor / launcher /
+  monitor SUB, one topic frame first (``weights``, ``status``, ``heartbeat``).
+- heartbeats: every process's heartbeat thread has its own DEALER to the learner ROUTER.
 
 Bounded queues everywhere: the learner's credits (see :class:`protocol.messages.Credit`) cap
 the unrolls each actor has in flight, HWMs back them up at the socket level, and the PUB's send
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 TOPIC_WEIGHTS = b"weights"
 TOPIC_STATUS = b"status"
+TOPIC_HEARTBEAT = b"heartbeat"
 
 
 def _common(sock: zmq.Socket[Any], linger_ms: int) -> zmq.Socket[Any]:

@@ -148,6 +148,31 @@ def test_frame_counter_advances_frame_skip_nes_frames() -> None:
     env.close()
 
 
+@pytest.mark.parametrize("preprocessing", ["fused", "gymnasium"])
+def test_frame_hook_sees_every_nes_frame_and_leaves_observations_alone(
+    preprocessing: str,
+) -> None:
+    frames: list[np.ndarray] = []
+    tapped = make_env(
+        MARIO, seed=0, preprocessing=preprocessing, frame_hook=lambda f: frames.append(f.copy())
+    )  # type: ignore[arg-type]
+    plain = make_env(MARIO, seed=0, preprocessing=preprocessing)  # type: ignore[arg-type]
+    obs, _ = tapped.reset()
+    np.testing.assert_array_equal(obs, plain.reset()[0])
+    assert len(frames) == 1 and frames[0].shape == (240, 256, 3) and frames[0].dtype == np.uint8
+    for step in range(1, 6):
+        obs, *rest = tapped.step(RIGHT)
+        expected_obs, *expected_rest = plain.step(RIGHT)
+        np.testing.assert_array_equal(obs, expected_obs)
+        assert rest == expected_rest
+        assert len(frames) == 1 + 4 * step  # the reset frame, then every NES frame
+        # The agent's newest frame is the max-pool of the last two NES frames, grayed.
+        pooled = np.maximum(nes_luma(frames[-2]), nes_luma(frames[-1]))
+        np.testing.assert_array_equal(obs[-1], _expected_frame([pooled], 84))
+    tapped.close()
+    plain.close()
+
+
 def test_nes_luma_matches_native_grayscale() -> None:
     raw = _raw_mario()
     raw.reset()

@@ -1,0 +1,101 @@
+"""Where every unroll went, and the statistics of finished episodes.
+
+Run by: the learner process. Owns the unroll outcome counters (each received trajectory is
+counted exactly once: accepted, rejected by reason, dropped stale, or duplicate) and the
+episode window behind the progress line, TensorBoard's ``episode/*`` and ``episodes.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from protocol.messages import EpisodeStats
+
+EPISODE_WINDOW = 100
+EPISODE_LOG = "episodes.jsonl"
+"""One JSON object per finished episode: env_frames, actor, return, length, x_pos, flag, stage."""
+
+
+@dataclass
+class Accounting:
+    """What became of every unroll received; exported to status, heartbeats and TensorBoard.
+
+    Every trajectory message lands in exactly one bucket, so
+    ``received == accepted + rejected_total + dropped_stale + duplicates``.
+    """
+
+    accepted: int = 0
+    accepted_by_actor: Counter[int] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    dropped_stale: int = 0
+    duplicates: int = 0
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    @property
+    def received(self) -> int:
+        return self.accepted + self.rejected_total + self.dropped_stale + self.duplicates
+
+    def as_counters(self) -> dict[str, float]:
+        """Flat counters for heartbeats (``rejected:<field>:<reason>`` per reason)."""
+        out: dict[str, float] = {
+            "accepted": self.accepted,
+            "rejected": self.rejected_total,
+            "dropped_stale": self.dropped_stale,
+            "duplicates": self.duplicates,
+        }
+        out.update({f"rejected:{reason}": n for reason, n in self.rejected.items()})
+        return out
+
+
+@dataclass
+class EpisodeWindow:
+    """Finished episodes: totals since the run began, means over the last 100, and a log.
+
+    Args:
+        log_path: ``episodes.jsonl`` to append one line per episode to, or None.
+    """
+
+    log_path: Path | None = None
+    recent: deque[EpisodeStats] = field(default_factory=lambda: deque(maxlen=EPISODE_WINDOW))
+    episodes: int = 0
+    flags: int = 0
+    max_x_pos: int = 0
+    _log: IO[str] | None = field(default=None, repr=False)
+
+    def add(self, stats: EpisodeStats, env_frames: int, actor_id: int) -> None:
+        self.recent.append(stats)
+        self.episodes += 1
+        self.flags += int(stats.flag_get)
+        self.max_x_pos = max(self.max_x_pos, stats.max_x_pos)
+        if self.log_path is not None:
+            if self._log is None:
+                self._log = open(self.log_path, "a", buffering=1)  # noqa: SIM115
+            record = {
+                "env_frames": env_frames,
+                "actor_id": actor_id,
+                "return": stats.episode_return,
+                "length": stats.length,
+                "max_x_pos": stats.max_x_pos,
+                "flag_get": stats.flag_get,
+                "stage": stats.stage,
+            }
+            self._log.write(json.dumps(record) + "\n")
+
+    def mean(self, attr: str) -> float:
+        if not self.recent:
+            return 0.0
+        return float(np.mean([getattr(s, attr) for s in self.recent]))
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None

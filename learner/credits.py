@@ -1,0 +1,81 @@
+"""Credit-based flow control: how many unrolls each actor connection may still send.
+
+Run by: the learner process. Owns the per-connection credit ledger. An actor is granted
+``credits_per_env * num_envs`` credits in its welcome; each unroll it sends spends one; the
+learner returns the credit when the unroll is consumed (trained on, dropped or rejected).
+That bounds unrolls in flight per actor, whatever the transport buffers hold, and so both the
+learner's memory and the policy lag. (Sample Factory and SEED RL bound their queues likewise.)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from protocol.messages import ProtocolError
+
+
+@dataclass
+class Peer:
+    """An actor connection known from its hello."""
+
+    actor_id: int
+    run_id: str
+    credits: int  # unrolls it may still send before it must wait for a Credit
+
+
+class CreditLedger:
+    """Credits per ROUTER identity, with grants batched until :meth:`flush`."""
+
+    def __init__(self) -> None:
+        self.peers: dict[bytes, Peer] = {}
+        self._grants: Counter[bytes] = Counter()
+
+    def register(self, identity: bytes, actor_id: int, run_id: str, credits: int) -> None:
+        """A (re-)hello: the connection starts over with ``credits``."""
+        self.peers[identity] = Peer(actor_id, run_id, credits)
+        self._grants.pop(identity, None)
+
+    def spend(self, identity: bytes) -> Peer:
+        """An unroll arrived from ``identity``: spend one of its credits.
+
+        Raises:
+            ProtocolError: ``credits: unknown_peer`` (no hello from it, e.g. after a learner
+                restart) or ``credits: no_credit`` (it sent more than it was granted).
+        """
+        peer = self.peers.get(identity)
+        if peer is None:
+            raise ProtocolError(
+                "credits", "unknown_peer", "unroll from a connection without a hello"
+            )
+        if peer.credits <= 0:
+            raise ProtocolError("credits", "no_credit", "unroll sent without a credit")
+        peer.credits -= 1
+        return peer
+
+    def give_back(self, identity: bytes, n: int = 1) -> None:
+        """Return ``n`` credits at the next :meth:`flush` (the unrolls were consumed)."""
+        if identity in self.peers:
+            self._grants[identity] += n
+
+    def forget_actor(self, actor_id: int) -> None:
+        """Drop the connections of an actor declared dead; it must say hello again."""
+        for identity in [i for i, p in self.peers.items() if p.actor_id == actor_id]:
+            del self.peers[identity]
+            self._grants.pop(identity, None)
+
+    def flush(self) -> list[tuple[bytes, int]]:
+        """The batched grants to send now, already credited to each peer."""
+        out = []
+        for identity, n in self._grants.items():
+            peer = self.peers.get(identity)
+            if n > 0 and peer is not None:
+                peer.credits += n
+                out.append((identity, n))
+        self._grants.clear()
+        return out
+
+    @property
+    def outstanding(self) -> int:
+        """Credits currently held by known actors (unrolls they may still send)."""
+        return sum(p.credits for p in self.peers.values())

@@ -1,0 +1,105 @@
+"""What the learner reports: TensorBoard scalars, ``heartbeats.jsonl`` and throughput rates.
+
+Run by: the learner process. Owns the accumulation of per-update metrics between TensorBoard
+flushes, the policy-lag figures, the env-frame rate behind the progress line, and the
+heartbeat stream's on-disk copy (one JSON object per line, parseable with ``jq``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, deque
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+from torch.utils.tensorboard import SummaryWriter
+
+from learner.accounting import Accounting, EpisodeWindow
+from learner.fleet import FleetTotals
+from protocol.messages import Message, to_json
+
+HEARTBEAT_LOG = "heartbeats.jsonl"
+
+
+class Reporter:
+    """Collects learner metrics and writes them out.
+
+    Args:
+        run_dir: where the TensorBoard event file and ``heartbeats.jsonl`` go.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.writer = SummaryWriter(log_dir=str(run_dir))
+        self._stream: IO[str] = open(run_dir / HEARTBEAT_LOG, "a", buffering=1)  # noqa: SIM115
+        self._sums: Counter[str] = Counter()
+        self._count = 0
+        self._lags: list[tuple[float, float]] = []  # (mean, max) policy lag per batch
+        self._rate: deque[tuple[float, int, int]] = deque(maxlen=30)
+
+    def record_update(self, metrics: dict[str, float], lag_mean: float, lag_max: float) -> None:
+        """One learner update's metrics and the policy lag of its batch (in versions)."""
+        self._sums.update(metrics)
+        self._count += 1
+        self._lags.append((lag_mean, lag_max))
+
+    def rates(self, env_frames: int, updates: int) -> tuple[float, float]:
+        """(env frames/s, updates/s) over the last ~30 calls (about 30 s at 1 call/s)."""
+        now = time.monotonic()
+        self._rate.append((now, env_frames, updates))
+        t0, f0, u0 = self._rate[0]
+        if now <= t0:
+            return 0.0, 0.0
+        return (env_frames - f0) / (now - t0), (updates - u0) / (now - t0)
+
+    def stream(self, message: Message) -> None:
+        """Append a heartbeat or status message to ``heartbeats.jsonl``."""
+        record = to_json(message)
+        record["time"] = time.time()
+        self._stream.write(json.dumps(record) + "\n")
+
+    def scalars(
+        self,
+        step: int,
+        env_fps: float,
+        updates: int,
+        episodes: EpisodeWindow,
+        accounting: Accounting,
+        fleet: FleetTotals,
+    ) -> None:
+        """Write averaged update metrics and current totals at ``step`` (env frames)."""
+        w = self.writer
+        if self._count:
+            for key, total in self._sums.items():
+                w.add_scalar(key, total / self._count, step)
+        if episodes.recent:
+            w.add_scalar("episode/return", episodes.mean("episode_return"), step)
+            w.add_scalar("episode/length", episodes.mean("length"), step)
+            w.add_scalar("episode/x_pos", episodes.mean("max_x_pos"), step)
+            w.add_scalar("episode/x_pos_max", max(s.max_x_pos for s in episodes.recent), step)
+            w.add_scalar("episode/flag_rate", episodes.mean("flag_get"), step)
+        if self._lags:
+            w.add_scalar("policy_lag/mean", float(np.mean([m for m, _ in self._lags])), step)
+            w.add_scalar("policy_lag/max", max(m for _, m in self._lags), step)
+        w.add_scalar("throughput/env_fps", env_fps, step)
+        w.add_scalar("throughput/updates", updates, step)
+        w.add_scalar("unrolls/accepted", accounting.accepted, step)
+        w.add_scalar("unrolls/rejected", accounting.rejected_total, step)
+        w.add_scalar("unrolls/dropped_stale", accounting.dropped_stale, step)
+        w.add_scalar("unrolls/duplicates", accounting.duplicates, step)
+        w.add_scalar("fleet/env_fps", fleet.env_fps, step)
+        w.add_scalar("fleet/actors_alive", fleet.actors_alive, step)
+        w.add_scalar("fleet/actors_dead", fleet.actors_dead, step)
+        if fleet.mean_policy_lag is not None:
+            w.add_scalar("fleet/mean_policy_lag", fleet.mean_policy_lag, step)
+        if fleet.gpu_utilization is not None:
+            w.add_scalar("fleet/gpu_utilization", fleet.gpu_utilization, step)
+        w.flush()
+        self._sums.clear()
+        self._count = 0
+        self._lags.clear()
+
+    def close(self) -> None:
+        self.writer.close()
+        self._stream.close()
