@@ -22,7 +22,7 @@ class NVMLError(Exception):
     pass
 
 
-class NVMLError_NotSupported(NVMLError):  # noqa: N801 - mirrors pynvml's naming
+class NVMLError_NotSupported(NVMLError):
     pass
 
 
