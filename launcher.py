@@ -175,6 +175,8 @@ class Launcher:
                     endpoint,
                     "--actor-id",
                     str(id_base + i),
+                    "--stall-dir",
+                    str(run_dir / "stalls"),
                 ],
                 run_dir / "logs" / f"actor-{id_base + i}.log",
             )

@@ -63,8 +63,9 @@ class StallWatchdog:
         period = min(1.0, self.stall_after_s / 4)
         while not self._stop.wait(period):
             if not self._fired and self.progress_age_s > self.stall_after_s:
-                self._fired = True
+                # the file is complete before any heartbeat can report the stall
                 self.stall_file = str(self._dump())
+                self._fired = True
 
     def _dump(self) -> Path:
         self.stall_dir.mkdir(parents=True, exist_ok=True)
