@@ -62,16 +62,25 @@ class UnrollCollector:
         self._buf = {
             name: np.zeros((k, *spec.shape), dtype=spec.dtype)
             for name, spec in fields.items()
-            if name != "truncated_obs"
+            if name not in ("truncated_obs", "initial_core_state")
         }
+        self._initial_state = np.zeros((k, *self.spec.state_shape), dtype=np.float32)
         self._truncated_obs: list[list[np.ndarray]] = [[] for _ in range(k)]
         self._episodes: list[list[EpisodeStats]] = [[] for _ in range(k)]
 
-    def reset(self, obs: np.ndarray) -> None:
-        """Start from fresh episodes. ``obs``: [K, *obs_shape] first observations."""
+    def reset(self, obs: np.ndarray, core_state: np.ndarray | None = None) -> None:
+        """Start a new unroll. ``obs``: [K, *obs_shape] observations to act on first;
+        ``core_state``: [K, *state_shape] each env's core state before that (None = zeros)."""
         self._alloc()
         self._t = 0
         self._buf["obs"][:, 0] = obs
+        if core_state is not None:
+            self._initial_state[:] = core_state
+
+    @property
+    def steps(self) -> int:
+        """Agent steps recorded so far in the unroll in progress."""
+        return self._t
 
     @property
     def current_obs(self) -> np.ndarray:
@@ -84,6 +93,7 @@ class UnrollCollector:
         behaviour_logits: np.ndarray,
         policy_version: int,
         result: StepResult,
+        core_state: np.ndarray | None = None,
     ) -> list[Trajectory]:
         """Store one step for all K envs.
 
@@ -92,6 +102,8 @@ class UnrollCollector:
             behaviour_logits: [K, A] float32 logits they were sampled from.
             policy_version: version of the weights that produced them.
             result: what the envs returned.
+            core_state: [K, *state_shape] the core state after this step (the next unroll's
+                initial state if this step completes one); None for feed-forward models.
 
         Returns:
             K trajectories when this step completes an unroll, else an empty list.
@@ -111,9 +123,9 @@ class UnrollCollector:
         self._t += 1
         if self._t < self.spec.unroll_length:
             return []
-        return self._emit()
+        return self._emit(core_state)
 
-    def _emit(self) -> list[Trajectory]:
+    def _emit(self, core_state: np.ndarray | None) -> list[Trajectory]:
         b = self._buf
         empty_trunc = np.zeros((0, *self.spec.obs_shape), dtype=self.spec.obs_dtype)
         out = []
@@ -133,12 +145,13 @@ class UnrollCollector:
                     behaviour_logits=b["behaviour_logits"][i],
                     policy_version=b["policy_version"][i],
                     truncated_obs=np.stack(trunc) if trunc else empty_trunc,
+                    initial_core_state=self._initial_state[i],
                     episodes=list(self._episodes[i]),
                 )
             )
             self.seq += 1
         last = b["obs"][:, -1].copy()
-        self.reset(last)
+        self.reset(last, core_state)
         return out
 
 

@@ -108,6 +108,9 @@ class Actor:
         self.done = False
         self.learner_version: int | None = None  # latest version the learner announced
         self._hello_sent = 0.0
+        self._hello_backoff = 1.0  # Paranoid Pirate: 1 -> 32 s between hellos to a silent peer
+        self._drop_unroll = False  # the unroll in progress belongs to an older learner
+        self.dropped_steps = 0
         self.watchdog = StallWatchdog(
             options.stall_dir, f"actor-{options.actor_id}", stall_after_s=60.0
         )
@@ -157,6 +160,7 @@ class Actor:
             host=socket.gethostname(),
             pid=os.getpid(),
             num_envs=self.options.num_envs or 0,
+            policy_version=self.policy_version,
         )
         transport.send(self.dealer, hello)
         self._hello_sent = time.monotonic()
@@ -182,7 +186,11 @@ class Actor:
                 "progress_age_s": self.watchdog.progress_age_s,
                 "stalled": self.watchdog.stalled,
                 "stall_file": self.watchdog.stall_file,
-                "counters": {"unrolls_sent": self.sent, "env_frames": self.env_frames},
+                "counters": {
+                    "unrolls_sent": self.sent,
+                    "env_frames": self.env_frames,
+                    "dropped_steps": self.dropped_steps,
+                },
             }
 
         self.heartbeat = HeartbeatSender(
@@ -216,20 +224,33 @@ class Actor:
         torch.set_num_threads(1)
         self.num_envs = self.options.num_envs or config.actor.num_envs
         obs_shape, obs_dtype = observation_spec(config.env)
+        actions = num_actions(config.env)
+        self.model = build_model(config.model, obs_shape, actions).eval()
         self.spec = TrajectorySpec(
-            config.actor.unroll_length, obs_shape, np.dtype(obs_dtype), num_actions(config.env)
-        )
-        self.model = build_model(config.model, obs_shape, self.spec.num_actions).eval()
+            config.actor.unroll_length, obs_shape, np.dtype(obs_dtype), actions,
+            tuple(self.model.state_shape),
+        )  # fmt: skip
+        self.recurrent = self.model.state_shape != (0,)
         base_seed = config.run.seed + 1000 * self.options.actor_id
         self.envs = [make_env(config.env, seed=base_seed + i) for i in range(self.num_envs)]
         self.frames_per_step = config.env.frames_per_step
 
     def _load(self, weights: Weights) -> None:
         if weights.policy_version <= self.policy_version:
-            return
+            return  # versions never go backwards, across learner restarts too
         load_flat_state(self.model, weights.layout, weights.flat)
         self.policy_version = weights.policy_version
-        self.learner_run_id = weights.learner_run_id
+
+    def _learner_changed(self, learner_run_id: str) -> None:
+        """A different learner incarnation answers: rejoin it and drop the partial unroll."""
+        if learner_run_id == self.learner_run_id:
+            return
+        log.warning("learner restarted (%s -> %s): saying hello again",
+                    self.learner_run_id, learner_run_id)  # fmt: skip
+        self.learner_run_id = learner_run_id
+        self.credits = 0  # the old learner's credits mean nothing to the new one
+        self._drop_unroll = True
+        self._say_hello()
 
     # -- main loop -----------------------------------------------------------------------
     def _drain(self) -> None:
@@ -246,6 +267,10 @@ class Actor:
                     log.warning("ignoring malformed broadcast: %s", exc)
                     continue
                 self.last_heard = time.monotonic()
+                self._hello_backoff = 1.0
+                run_id = getattr(msg, "learner_run_id", None)
+                if run_id is not None and not isinstance(msg, Rejoin):
+                    self._learner_changed(run_id)
                 if isinstance(msg, Weights):
                     self._load(msg)
                 elif isinstance(msg, Credit):
@@ -255,7 +280,6 @@ class Actor:
                     self.done = self.done or msg.done
                 elif isinstance(msg, Welcome):  # the answer to a re-hello
                     self.credits = msg.credits
-                    self.learner_run_id = msg.learner_run_id
                 elif isinstance(msg, Rejoin) and time.monotonic() - self._hello_sent > 1.0:
                     log.warning(
                         "learner %s does not know this actor; saying hello again",
@@ -264,7 +288,14 @@ class Actor:
                     self._say_hello()
 
     def _check_alive(self) -> None:
-        silent = time.monotonic() - self.last_heard
+        """Say hello again, with backoff, while the learner is silent; give up at the timeout."""
+        now = time.monotonic()
+        silent = now - self.last_heard
+        if silent > max(self.config.telemetry.stale_after_s, 2 * self._hello_backoff) and (
+            now - self._hello_sent > self._hello_backoff
+        ):
+            self._say_hello()
+            self._hello_backoff = min(32.0, 2 * self._hello_backoff)
         if silent > self.config.actor.learner_timeout_s:
             raise LearnerLost(
                 f"nothing heard from the learner for {silent:.0f} s "
@@ -278,6 +309,8 @@ class Actor:
         silence is timed so a dead learner ends the wait.
         """
         while not self.stopping:
+            if self._drop_unroll:
+                return  # made for a learner that is gone; run() starts a fresh unroll
             if self.credits > 0 and self.dealer.poll(0, zmq.POLLOUT):
                 transport.send(self.dealer, traj, flags=zmq.NOBLOCK)
                 self.credits -= 1
@@ -295,6 +328,10 @@ class Actor:
         """
         collector = UnrollCollector(self.spec, self.num_envs, self.options.actor_id, self.run_id)
         collector.reset(np.stack([env.reset()[0] for env in self.envs]))
+        # the core state of every env; rows are zeroed when an episode ends, which is exactly
+        # a reset, so each unroll's initial_core_state is correct without a separate flag
+        core_state = self.model.initial_state(self.num_envs)
+        self.model.reset_noise()
         self.last_heard = time.monotonic()
         self._start_telemetry()
         while not self.stopping and not self.done:
@@ -303,12 +340,22 @@ class Actor:
             self._check_alive()
             with torch.inference_mode():
                 obs = torch.from_numpy(collector.current_obs)
-                action, logits = self.model.act(obs)
+                action, logits, core_state = self.model.act(obs, core_state=core_state)
             actions = action.numpy()
             result = step_envs(self.envs, actions)
             self.env_frames += self.num_envs * self.frames_per_step
-            for traj in collector.record(actions, logits.numpy(), self.policy_version, result):
+            if self.recurrent:
+                core_state[torch.from_numpy(result.terminated | result.truncated)] = 0.0
+            state = core_state.numpy() if self.recurrent else None
+            sent = collector.record(actions, logits.numpy(), self.policy_version, result, state)
+            for traj in sent:
                 self._send(traj)
+            if sent:
+                self.model.reset_noise()  # NoisyNet: one noise sample per unroll
+            if self._drop_unroll:
+                self.dropped_steps += collector.steps
+                collector.reset(collector.current_obs.copy(), state)
+                self._drop_unroll = False
 
     def close(self) -> None:
         if self.heartbeat is not None:

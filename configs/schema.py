@@ -63,7 +63,13 @@ class RunConfig:
     )
     keep_checkpoints: int = option(3, "How many recent checkpoints to keep on disk.", ge=1)
     max_restarts: int = option(
-        3, "Times the launcher restarts a failed actor before giving up on the run.", ge=0
+        5,
+        "Restarts of one failed process (actor, learner, eval actor) within "
+        "run.restart_window_s before the launcher gives up on the run.",
+        ge=0,
+    )
+    restart_window_s: float = option(
+        300.0, "Window over which run.max_restarts is counted (seconds).", gt=0
     )
 
     @property
@@ -161,6 +167,39 @@ class ModelConfig:
     )
     hidden_size: int = option(256, "Width of the fully connected layer after the torso.", ge=1)
     mlp_layers: int = option(2, "Hidden layers of the mlp torso.", ge=1)
+    layer_norm: bool = option(
+        False, "LayerNorm after each fully connected torso layer, before its nonlinearity."
+    )
+    core: str = option(
+        "none",
+        "Memory between torso and heads: none (feed-forward), lstm, gru, or transformer "
+        "(gated transformer-XL, Parisotto et al. 2019, over the last transformer_window steps). "
+        "Actors then carry a per-env state and the learner replays unrolls from it.",
+        choices=("none", "lstm", "gru", "transformer"),
+    )
+    core_size: int = option(256, "Hidden size of the core (ignored when core = none).", ge=1)
+    transformer_window: int = option(
+        32, "Transformer core: past steps kept in memory and attended to.", ge=1, le=1024
+    )
+    transformer_layers: int = option(2, "Transformer core: gated transformer blocks.", ge=1)
+    transformer_heads: int = option(
+        4, "Transformer core: attention heads (must divide model.core_size).", ge=1
+    )
+    noisy: bool = option(
+        False,
+        "NoisyLinear policy and value heads (factorised Gaussian noise, Fortunato et al. 2018), "
+        "resampled once per unroll by actors and once per update by the learner.",
+    )
+    noisy_sigma0: float = option(
+        0.5, "NoisyNet sigma_0: initial noise scale, sigma = sigma_0 / sqrt(fan_in).", gt=0
+    )
+
+    def __post_init__(self) -> None:
+        if self.core == "transformer" and self.core_size % self.transformer_heads:
+            raise ConfigError(
+                f"model.transformer_heads: {self.transformer_heads} heads do not divide "
+                f"model.core_size = {self.core_size}"
+            )
 
 
 @dataclass(frozen=True)
@@ -170,8 +209,10 @@ class ActorConfig:
     num_envs: int = option(8, "Environments stepped by each actor (one inference batch).", ge=1)
     unroll_length: int = option(20, "Agent steps T per unroll sent to the learner.", ge=1)
     learner_timeout_s: float = option(
-        60.0,
-        "Seconds without any message from the learner before an actor gives up and exits.",
+        300.0,
+        "Seconds without any message from the learner before an actor gives up and exits "
+        "(until then it says hello again with backoff 1 -> 32 s, so a restarted learner is "
+        "rejoined without restarting the actor).",
         gt=0,
     )
 
@@ -206,6 +247,56 @@ class LearnerConfig:
         "Torch device: auto (cuda if present), cpu, cuda, cuda:N.",
     )
     num_threads: int = option(0, "torch intra-op threads on CPU; 0 = torch's default.", ge=0)
+    returns: str = option(
+        "vtrace",
+        "Return estimator: vtrace (off-policy corrected, Espeholt et al. 2018) or gae "
+        "(Schulman et al. 2016; ignores the behaviour policy, so only for on-policy runs and "
+        "not with replay).",
+        choices=("vtrace", "gae"),
+    )
+    gae_lambda: float = option(0.95, "GAE lambda (learner.returns = gae only).", ge=0, le=1)
+    entropy_cost_final: float = option(
+        -1.0,
+        "Entropy bonus weight at the end of the frame budget, reached linearly from "
+        "entropy_cost; negative = same as entropy_cost (constant).",
+    )
+    lr_schedule: str = option(
+        "constant",
+        "Learning rate after the warm-up: constant, or cosine decay to learning_rate * "
+        "min_lr_ratio at the end of the frame budget (Loshchilov & Hutter 2017).",
+        choices=("constant", "cosine"),
+    )
+    warmup_updates: int = option(
+        0, "Linear learning-rate warm-up over this many updates; 0 = none.", ge=0
+    )
+    min_lr_ratio: float = option(
+        0.0, "Cosine schedule: final learning rate as a fraction of learning_rate.", ge=0, le=1
+    )
+    grad_accumulation: int = option(
+        1,
+        "Micro-batches per update: the batch is split along B, gradients are accumulated, then "
+        "one optimiser step (same update, less activation memory).",
+        ge=1,
+    )
+    amp: str = option(
+        "off",
+        "Mixed precision of the training forward pass: off (float32), bf16 (bfloat16 autocast; "
+        "CUDA, or emulated on CPUs without native bf16) or fp16 (float16 autocast with a "
+        "GradScaler).",
+        choices=("off", "bf16", "fp16"),
+    )
+    compile: bool = option(
+        False,
+        "torch.compile the training model (slow first updates while it compiles; checkpoints "
+        "keep plain state-dict keys).",
+    )
+
+    def __post_init__(self) -> None:
+        if self.grad_accumulation > self.batch_size:
+            raise ConfigError(
+                "learner.grad_accumulation: must be <= learner.batch_size "
+                f"({self.grad_accumulation} > {self.batch_size})"
+            )
 
     @property
     def resolved_device(self) -> str:
@@ -215,6 +306,46 @@ class LearnerConfig:
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """Prioritized replay of whole unrolls mixed into each learner batch (Schaul et al. 2016).
+
+    Every fresh unroll is stored; each update trains on B_fresh fresh unrolls plus
+    B - B_fresh replayed ones, corrected by V-trace (off-policy) and importance-sampling weights.
+    """
+
+    enabled: bool = option(False, "Mix prioritized replay into the learner's batches.")
+    capacity: int = option(
+        10_000,
+        "Unrolls the replay holds (oldest evicted); a Mario unroll of T = 20 takes ~0.17 MB.",
+        ge=1,
+    )
+    ratio: float = option(
+        0.5,
+        "Fraction of each learner batch sampled from replay; the other "
+        "max(1, round(B * (1 - ratio))) unrolls are fresh.",
+        ge=0,
+        le=1,
+    )
+    min_size: int = option(
+        100, "Unrolls stored before replayed ones join the batches (until then: fresh only).", ge=0
+    )
+    alpha: float = option(0.6, "Priority exponent alpha (0 = uniform sampling).", ge=0)
+    beta: float = option(
+        0.4,
+        "Initial importance-sampling exponent beta, annealed to 1 over the frame budget.",
+        ge=0,
+        le=1,
+    )
+    eps: float = option(1e-6, "Added to each priority (mean |v_s - V(x_s)|) before alpha.", gt=0)
+
+    def __post_init__(self) -> None:
+        if self.ratio >= 1.0:
+            raise ConfigError(
+                f"replay.ratio: must be < 1 (each batch needs a fresh unroll), got {self.ratio}"
+            )
 
 
 @dataclass(frozen=True)
@@ -303,6 +434,7 @@ class Config:
     network: NetworkConfig = NetworkConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     eval: EvalConfig = EvalConfig()
+    replay: ReplayConfig = ReplayConfig()
 
     @property
     def env_frames_per_update(self) -> int:

@@ -127,14 +127,19 @@ class AgentPolicy:
         self.model = model.eval()
         self.greedy = greedy
         self._generator = torch.Generator().manual_seed(int(seed))
+        self._core_state = model.initial_state(1)
 
     def reset(self) -> None:
-        """Nothing to reset (the network has no recurrent state)."""
+        """A new episode: the recurrent core (if any) starts from its initial state."""
+        self._core_state = self.model.initial_state(1)
 
     def act(self, obs: np.ndarray) -> int:
-        """Sampled (or greedy) action for one observation."""
+        """Sampled (or greedy) action for one observation, carrying the core state."""
         with torch.inference_mode():
-            action, _ = self.model.act(
-                torch.from_numpy(np.asarray(obs))[None], self.greedy, self._generator
+            action, _, self._core_state = self.model.act(
+                torch.from_numpy(np.asarray(obs))[None],
+                core_state=self._core_state,
+                greedy=self.greedy,
+                generator=self._generator,
             )
         return int(action[0])

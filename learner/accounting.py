@@ -35,6 +35,27 @@ class Accounting:
     rejected: Counter[str] = field(default_factory=Counter)
     dropped_stale: int = 0
     duplicates: int = 0
+    # per actor incarnation (actor_id, run_id): [distinct seqs received, highest seq]
+    incarnations: dict[tuple[int, str], list[int]] = field(default_factory=dict)
+
+    def record_seq(self, actor_id: int, run_id: str, seq: int) -> bool:
+        """Note an unroll's sequence number; False if that number was already received."""
+        entry = self.incarnations.setdefault((actor_id, run_id), [0, -1])
+        if seq <= entry[1]:
+            return False  # seqs of one incarnation arrive in order over one connection
+        entry[0] += 1
+        entry[1] = seq
+        return True
+
+    @property
+    def sent(self) -> int:
+        """Unrolls the actors numbered up to the last one that arrived (sum of highest seq+1)."""
+        return sum(top + 1 for _, top in self.incarnations.values())
+
+    @property
+    def lost(self) -> int:
+        """Sequence numbers never received: gaps that no outcome accounts for (should be 0)."""
+        return sum(top + 1 - seen for seen, top in self.incarnations.values())
 
     @property
     def rejected_total(self) -> int:
@@ -51,6 +72,8 @@ class Accounting:
             "rejected": self.rejected_total,
             "dropped_stale": self.dropped_stale,
             "duplicates": self.duplicates,
+            "sent": self.sent,
+            "lost": self.lost,
         }
         out.update({f"rejected:{reason}": n for reason, n in self.rejected.items()})
         return out

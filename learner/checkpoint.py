@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ import torch
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+FAULT_DELAY = "MARIO_FAULT_CHECKPOINT_DELAY_S"
+"""Fault injection for tests: seconds to wait between writing the temp file and renaming it."""
 _NAME = re.compile(r"^ckpt-(\d{9})\.pt$")
 
 
@@ -73,6 +76,9 @@ def save_checkpoint(state: dict[str, Any], path: Path, keep: int) -> None:
             torch.save(state, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        delay = float(os.environ.get(FAULT_DELAY, "0") or 0)
+        if delay:
+            time.sleep(delay)  # widens the window a crash test aims at
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -11,6 +11,7 @@ is :class:`learner.learner.Learner`; counting is :mod:`learner.accounting`; flow
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 import uuid
@@ -52,6 +53,11 @@ from telemetry.stall import StallWatchdog
 
 log = logging.getLogger("learner")
 
+VERSION_FILE = "policy_version"
+"""The highest policy version announced in this run directory (see ``_raise_version``)."""
+FAULT_TRAIN_SLEEP = "MARIO_FAULT_TRAIN_SLEEP_S"
+"""Fault injection for tests: seconds to sleep after each update (a slowed learner)."""
+
 
 class LearnerServer:
     """Hosts a :class:`Learner` behind ZeroMQ until the frame budget is spent or it is stopped.
@@ -72,19 +78,26 @@ class LearnerServer:
             if config.learner.num_threads:
                 torch.set_num_threads(config.learner.num_threads)
         obs_shape, obs_dtype = observation_spec(config.env)
+        actions = num_actions(config.env)
+        self.learner = Learner(config, obs_shape, actions, device)
         self.spec = TrajectorySpec(
-            config.actor.unroll_length, obs_shape, np.dtype(obs_dtype), num_actions(config.env)
-        )
-        self.learner = Learner(config, obs_shape, self.spec.num_actions, device)
+            config.actor.unroll_length, obs_shape, np.dtype(obs_dtype), actions,
+            tuple(self.learner.model.state_shape),
+        )  # fmt: skip
         self.accounting = Accounting()
         self.episodes = EpisodeWindow(run_dir / EPISODE_LOG)
         self.env_frames = 0
+        # published versions = updates + offset; the offset only grows, so versions never go
+        # backwards across restarts (see _raise_version)
+        self.version_offset = 0
         if resume is not None:
             self._restore(resume)
+        self._version_file = run_dir / VERSION_FILE
+        if self._version_file.is_file():
+            self._raise_version(int(self._version_file.read_text().strip() or 0), "run directory")
         self.frames_per_unroll = config.actor.unroll_length * config.env.frames_per_step
         self.pending: deque[tuple[bytes, Trajectory]] = deque()
         self.credits = CreditLedger()
-        self.last_seq: dict[tuple[int, str], int] = {}
         tc = config.telemetry
         self.fleet = FleetView(tc.stale_after_s, tc.dead_after_s)
         self.heartbeats = HeartbeatBuilder("learner", "0", self.run_id)
@@ -97,6 +110,7 @@ class LearnerServer:
         self.config_toml = tomli_w.dumps(schema.to_dict(config))
         self._weights: Weights | None = None
         self.env_fps = self.updates_per_s = 0.0
+        self._fault_sleep_s = float(os.environ.get(FAULT_TRAIN_SLEEP, "0") or 0)
         log.info(
             "learner %s on %s: unrolls at %s, broadcasts at %s",
             self.run_id, device, config.network.trajectory_endpoint,
@@ -109,6 +123,8 @@ class LearnerServer:
         self.learner.load_state_dict(state["learner"])
         counters = state["counters"]
         self.env_frames = int(counters["env_frames"])
+        saved_version = int(counters.get("policy_version", self.learner.updates))
+        self.version_offset = saved_version - self.learner.updates
         self.episodes.episodes = int(counters.get("episodes", 0))
         self.episodes.flags = int(counters.get("flags", 0))
         self.episodes.max_x_pos = int(counters.get("max_x_pos", 0))
@@ -124,6 +140,7 @@ class LearnerServer:
             "counters": {
                 "env_frames": self.env_frames,
                 "updates": self.learner.updates,
+                "policy_version": self.policy_version,
                 "episodes": self.episodes.episodes,
                 "flags": self.episodes.flags,
                 "max_x_pos": self.episodes.max_x_pos,
@@ -134,12 +151,27 @@ class LearnerServer:
         log.info("checkpoint %s", path)
         return path
 
+    @property
+    def policy_version(self) -> int:
+        """Version of the current weights as published: updates plus the restart offset."""
+        return self.learner.policy_version + self.version_offset
+
+    def _raise_version(self, floor: int, why: str) -> bool:
+        """Number the current weights above ``floor`` (a version published or held before);
+        True if the version changed."""
+        if floor < self.policy_version:
+            return False
+        log.info("policy version %d -> %d, above %d from the %s",
+                 self.policy_version, floor + 1, floor, why)  # fmt: skip
+        self.version_offset += floor + 1 - self.policy_version
+        return True
+
     # -- broadcasts ----------------------------------------------------------------------
     def _current_weights(self) -> Weights:
-        if self._weights is None or self._weights.policy_version != self.learner.policy_version:
+        if self._weights is None or self._weights.policy_version != self.policy_version:
             layout, flat = flatten_state(self.learner.model)
             self._weights = Weights(
-                policy_version=self.learner.policy_version,
+                policy_version=self.policy_version,
                 learner_run_id=self.run_id,
                 layout=layout,
                 flat=flat,
@@ -169,6 +201,9 @@ class LearnerServer:
             msg = decode(frames)
             if isinstance(msg, Trajectory):
                 self._touch(f"actor:{msg.actor_id}", now)
+                if not self.accounting.record_seq(msg.actor_id, msg.run_id, msg.seq):
+                    self.accounting.duplicates += 1
+                    return
                 self.credits.spend(identity)
                 try:
                     self.spec.validate(msg)
@@ -204,26 +239,23 @@ class LearnerServer:
             hello.num_envs or self.config.actor.num_envs
         )
         self.credits.register(identity, hello.actor_id, hello.run_id, credits)
+        if self._raise_version(hello.policy_version, f"hello of actor {hello.actor_id}"):
+            self.publish_weights()  # the same weights, renumbered for every actor
         log.info("actor %d (%s pid %d) joined with %d credits",
                  hello.actor_id, hello.host, hello.pid, credits)  # fmt: skip
         welcome = Welcome(
             learner_run_id=self.run_id,
             config_toml=self.config_toml,
             broadcast_endpoint=self.config.network.broadcast_endpoint,
-            policy_version=self.learner.policy_version,
+            policy_version=self.policy_version,
             credits=credits,
         )
         transport.send(self.router, welcome, prefix=[identity])
         transport.send(self.router, self._current_weights(), prefix=[identity])
 
     def _accept(self, traj: Trajectory) -> bool:
-        """Sort a valid unroll into accepted, duplicate or stale; True if accepted."""
-        key = (traj.actor_id, traj.run_id)
-        if traj.seq <= self.last_seq.get(key, -1):
-            self.accounting.duplicates += 1
-            return False
-        self.last_seq[key] = traj.seq
-        lag = self.learner.policy_version - int(traj.policy_version.min())
+        """Sort a valid, new unroll into accepted or dropped as stale; True if accepted."""
+        lag = self.policy_version - int(traj.policy_version.min())
         if lag > self.config.learner.max_policy_lag:
             self.accounting.dropped_stale += 1
             return False
@@ -257,10 +289,12 @@ class LearnerServer:
         b = self.config.learner.batch_size
         taken = [self.pending.popleft() for _ in range(b)]
         batch = collate([traj for _, traj in taken], self.learner.device)
-        lag = (self.learner.policy_version - batch.policy_version).float()
+        lag = (self.policy_version - batch.policy_version).float()
         metrics = self.learner.train_step(batch)
         self.reporter.record_update(metrics, float(lag.mean()), float(lag.max()))
         self.env_frames += b * self.frames_per_unroll
+        if self._fault_sleep_s:
+            time.sleep(self._fault_sleep_s)  # fault injection: a slow learner
         self.publish_weights()
         for identity, _ in taken:
             self.credits.give_back(identity)
@@ -271,7 +305,7 @@ class LearnerServer:
         acc, fleet = self.accounting, self.fleet.totals()
         return LearnerStatus(
             learner_run_id=self.run_id,
-            policy_version=self.learner.policy_version,
+            policy_version=self.policy_version,
             updates=self.learner.updates,
             env_frames=self.env_frames,
             total_env_frames=self.config.run.total_env_frames,
@@ -303,7 +337,7 @@ class LearnerServer:
         own = self.heartbeats.build(
             env_fps=self.env_fps,
             updates_per_s=self.updates_per_s,
-            policy_version=self.learner.policy_version,
+            policy_version=self.policy_version,
             queue_depth=len(self.pending),
             credits=self.credits.outstanding,
             progress_age_s=self.watchdog.progress_age_s,
@@ -314,6 +348,10 @@ class LearnerServer:
         self._publish_heartbeat(self.fleet.observe(own, now))
         for changed in self.fleet.sweep(now):
             self._publish_heartbeat(changed)
+        # persist the version before announcing it, so a restart never numbers below it
+        tmp = self._version_file.with_suffix(".tmp")
+        tmp.write_text(str(self.policy_version))
+        os.replace(tmp, self._version_file)
         self._publish_stream(self.status(done), transport.TOPIC_STATUS)
 
     def _log_scalars(self) -> None:
@@ -345,16 +383,23 @@ class LearnerServer:
                 self.save()
         self._finish()
 
+    def _drain_final(self, quiet_s: float = 0.3, limit_s: float = 3.0) -> None:
+        """Count what is still arriving (actors stop first) so nothing sent goes uncounted."""
+        end = time.monotonic() + limit_s
+        while time.monotonic() < end and self.router.poll(int(quiet_s * 1000)):
+            self._receive(timeout_ms=0)
+
     def _finish(self) -> None:
+        self._drain_final()
         self._log_scalars()
         self.save()
         self._beat(done=not self.stopping)
         acc = self.accounting
         log.info(
             "learner stopped: %d updates, %d env frames; unrolls accepted %d, rejected %d %s, "
-            "dropped stale %d, duplicates %d; accepted by actor %s",
+            "dropped stale %d, duplicates %d (sent %d, lost %d); accepted by actor %s",
             self.learner.updates, self.env_frames, acc.accepted, acc.rejected_total,
-            dict(acc.rejected), acc.dropped_stale, acc.duplicates,
+            dict(acc.rejected), acc.dropped_stale, acc.duplicates, acc.sent, acc.lost,
             dict(sorted(acc.accepted_by_actor.items())),
         )  # fmt: skip
 

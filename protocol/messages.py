@@ -66,12 +66,15 @@ class TrajectorySpec:
         obs_shape: one observation, e.g. (4, 84, 84) for Mario or (4,) for CartPole.
         obs_dtype: uint8 for Mario frames, float32 for vector observations.
         num_actions: size A of the discrete action set.
+        state_shape: one env's recurrent core state (``ActorCritic.state_shape``); ``(0,)``
+            for a feed-forward model.
     """
 
     unroll_length: int
     obs_shape: tuple[int, ...]
     obs_dtype: np.dtype[Any]
     num_actions: int
+    state_shape: tuple[int, ...] = (0,)
 
     @property
     def fields(self) -> dict[str, ArraySpec]:
@@ -87,6 +90,9 @@ class TrajectorySpec:
         - ``policy_version`` [T] int64: learner version of the weights that chose each action.
         - ``truncated_obs`` [N, *obs_shape]: the final observation of each truncated step, in
           time order (N = number of set ``truncated`` flags, usually 0).
+        - ``initial_core_state`` [*state_shape] float32: the recurrent core state before the
+          unroll's first step (the learner re-runs the core from it, resetting it wherever an
+          episode ends).
         """
         t = self.unroll_length
         obs_dtype = np.dtype(self.obs_dtype)
@@ -99,6 +105,7 @@ class TrajectorySpec:
             "behaviour_logits": ArraySpec((t, self.num_actions), np.dtype(np.float32)),
             "policy_version": ArraySpec((t,), np.dtype(np.int64)),
             "truncated_obs": ArraySpec((None, *self.obs_shape), obs_dtype),
+            "initial_core_state": ArraySpec(tuple(self.state_shape), np.dtype(np.float32)),
         }
 
     def empty(self, num_truncated: int = 0) -> dict[str, np.ndarray]:
@@ -137,6 +144,8 @@ class TrajectorySpec:
             raise ProtocolError(
                 "truncated_obs", "bad_shape", f"{n_trunc} truncated steps need as many rows"
             )
+        if not np.isfinite(traj.initial_core_state).all():
+            raise ProtocolError("initial_core_state", "not_finite")
         if traj.policy_version.size and traj.policy_version.min() < 0:
             raise ProtocolError("policy_version", "out_of_range", "must be >= 0")
 
@@ -230,7 +239,9 @@ class Message:
 
 @dataclass(frozen=True)
 class Hello(Message):
-    """Actor -> learner on connect: asks for the run's config and the current weights."""
+    """Actor -> learner on connect (and again after a learner restart): asks for the run's
+    config, fresh credits and the current weights. ``policy_version`` is the version the actor
+    holds (-1 for none), so a restarted learner numbers its weights above it."""
 
     TYPE: ClassVar[str] = "hello"
     actor_id: int
@@ -238,6 +249,7 @@ class Hello(Message):
     host: str
     pid: int
     num_envs: int
+    policy_version: int = -1
 
 
 @dataclass(frozen=True)
@@ -291,6 +303,7 @@ class Trajectory(Message):
     behaviour_logits: np.ndarray
     policy_version: np.ndarray
     truncated_obs: np.ndarray
+    initial_core_state: np.ndarray
     episodes: list[EpisodeStats] = field(default_factory=list)
 
 
