@@ -3,7 +3,10 @@
 Run by: the learner process (fed by :mod:`learner.server`). Owns the alive / stale / dead
 decision in the ZeroMQ guide's Paranoid Pirate style: any data from a peer (a heartbeat, an
 unroll, a hello) counts as liveness; a peer silent for ``stale_after_s`` is ``stale``, for
-``dead_after_s`` ``dead``; any later data makes it ``alive`` again.
+``dead_after_s`` ``dead``; any later data makes it ``alive`` again. Heartbeats come from a
+thread, so a process whose main loop hangs keeps sending them: its reported
+``progress_age_s`` (plus the time since that heartbeat) counts like silence, and such a hung
+process goes stale and dead too.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class PeerRecord:
     heartbeat: Heartbeat
     last_seen: float
     state: str = ALIVE
+    beat_at: float = 0.0  # when ``heartbeat`` arrived
 
 
 @dataclass(frozen=True)
@@ -61,36 +65,39 @@ class FleetView:
         self.peers: dict[str, PeerRecord] = {}
 
     def observe(self, heartbeat: Heartbeat, now: float) -> Heartbeat:
-        """Record a heartbeat; returns it with the learner-assigned state (always ``alive``)."""
-        stamped = dataclasses.replace(heartbeat, state=ALIVE)
-        self.peers[heartbeat.key] = PeerRecord(stamped, now, ALIVE)
+        """Record a heartbeat; returns it with the learner-assigned state (``alive`` unless it
+        reports a main loop stuck for longer than the stale or dead timeout)."""
+        state = self._state(now, now, heartbeat.progress_age_s)
+        stamped = dataclasses.replace(heartbeat, state=state)
+        self.peers[heartbeat.key] = PeerRecord(stamped, now, state, beat_at=now)
         return stamped
 
+    def _state(self, now: float, last_seen: float, progress_age_s: float) -> str:
+        quiet = max(now - last_seen, progress_age_s)
+        if quiet > self.dead_after_s:
+            return DEAD
+        return STALE if quiet > self.stale_after_s else ALIVE
+
     def touch(self, key: str, now: float) -> Heartbeat | None:
-        """Any data from ``key`` counts as liveness. Returns the peer's heartbeat re-stamped
-        ``alive`` if this revived a stale or dead peer (to republish), else None."""
+        """Data other than a heartbeat from ``key`` (an unroll, a hello) counts as liveness and
+        progress. Returns the peer's heartbeat re-stamped ``alive`` if this revived a stale or
+        dead peer (to republish), else None."""
         record = self.peers.get(key)
         if record is None:
             return None
-        record.last_seen = now
-        if record.state == ALIVE:
-            return None
+        # unrolls and hellos come from the peer's main loop: proof of progress as well
+        record.last_seen = record.beat_at = now
+        was = record.state
         record.state = ALIVE
-        record.heartbeat = dataclasses.replace(record.heartbeat, state=ALIVE)
-        return record.heartbeat
+        record.heartbeat = dataclasses.replace(record.heartbeat, state=ALIVE, progress_age_s=0.0)
+        return None if was == ALIVE else record.heartbeat
 
     def sweep(self, now: float) -> list[Heartbeat]:
         """Apply the timeouts; returns the heartbeats of peers whose state changed."""
         changed = []
         for record in self.peers.values():
-            silent = now - record.last_seen
-            state = (
-                DEAD
-                if silent > self.dead_after_s
-                else STALE
-                if silent > self.stale_after_s
-                else ALIVE
-            )
+            stuck = record.heartbeat.progress_age_s + (now - record.beat_at)
+            state = self._state(now, record.last_seen, stuck)
             if state != record.state:
                 record.state = state
                 record.heartbeat = dataclasses.replace(record.heartbeat, state=state)

@@ -55,6 +55,8 @@ log = logging.getLogger("learner")
 
 VERSION_FILE = "policy_version"
 """The highest policy version announced in this run directory (see ``_raise_version``)."""
+MAX_ENVS_PER_ACTOR = 4096
+"""A hello claiming more envs (and so more credits) than this is rejected."""
 FAULT_TRAIN_SLEEP = "MARIO_FAULT_TRAIN_SLEEP_S"
 """Fault injection for tests: seconds to sleep after each update (a slowed learner)."""
 
@@ -235,6 +237,10 @@ class LearnerServer:
             self._publish_heartbeat(revived)
 
     def _welcome(self, identity: bytes, hello: Hello) -> None:
+        if not 0 <= hello.num_envs <= MAX_ENVS_PER_ACTOR:
+            self.accounting.rejected["num_envs:out_of_range"] += 1
+            log.warning("rejected a hello claiming %d envs", hello.num_envs)
+            return
         credits = self.config.learner.credits_per_env * (
             hello.num_envs or self.config.actor.num_envs
         )

@@ -53,7 +53,7 @@ class Limits:
 
     max_frames: int = 32
     max_header_bytes: int = 256 * 1024
-    max_frame_bytes: int = 64 * 1024 * 1024
+    max_frame_bytes: int = 32 * 1024 * 1024
     max_total_bytes: int = 256 * 1024 * 1024
     max_list_len: int = 4096
     max_str_len: int = 64 * 1024

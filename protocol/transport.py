@@ -35,7 +35,9 @@ TOPIC_HEARTBEAT = b"heartbeat"
 
 def _common(sock: zmq.Socket[Any], linger_ms: int) -> zmq.Socket[Any]:
     sock.setsockopt(zmq.LINGER, linger_ms)
-    sock.setsockopt(zmq.MAXMSGSIZE, DEFAULT_LIMITS.max_frame_bytes)
+    # ZeroMQ drops larger frames (and the connection) without a trace, so its cap sits above
+    # the codec's: frames between the two arrive and are counted as rejected (too_large)
+    sock.setsockopt(zmq.MAXMSGSIZE, 2 * DEFAULT_LIMITS.max_frame_bytes)
     return sock
 
 

@@ -170,3 +170,12 @@ def test_registry_lists_live_runs_newest_first(tmp_path: Path) -> None:
     assert not (tmp_path / "999999999.json").exists()  # dead launchers are cleaned up
     unregister(entry)
     assert live_runs(tmp_path) == []
+
+
+def test_a_peer_whose_main_loop_hangs_goes_stale_and_dead_despite_heartbeats() -> None:
+    fleet = FleetView(stale_after_s=5, dead_after_s=15)
+    assert fleet.observe(heartbeat("actor", "1", progress_age_s=1.0), now=0.0).state == "alive"
+    assert fleet.observe(heartbeat("actor", "1", progress_age_s=7.0), now=6.0).state == "stale"
+    assert fleet.observe(heartbeat("actor", "1", progress_age_s=12.0), now=11.0).state == "stale"
+    assert [h.state for h in fleet.sweep(now=15.0)] == ["dead"]  # 12 s + 4 s since that beat
+    assert fleet.observe(heartbeat("actor", "1", progress_age_s=0.5), now=16.0).state == "alive"
