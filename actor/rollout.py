@@ -53,7 +53,6 @@ class UnrollCollector:
         self.num_envs = num_envs
         self.actor_id = actor_id
         self.run_id = run_id
-        self.seq = 0
         self._t = 0
         self._alloc()
 
@@ -135,7 +134,7 @@ class UnrollCollector:
                 Trajectory(
                     actor_id=self.actor_id,
                     run_id=self.run_id,
-                    seq=self.seq,
+                    seq=-1,  # numbered by the sender (see actor.worker.Actor._send)
                     env_index=i,
                     obs=b["obs"][i],
                     action=b["action"][i],
@@ -149,7 +148,6 @@ class UnrollCollector:
                     episodes=list(self._episodes[i]),
                 )
             )
-            self.seq += 1
         last = b["obs"][:, -1].copy()
         self.reset(last, core_state)
         return out

@@ -18,6 +18,7 @@ never blocks forever: if nothing at all is heard from the learner for
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -312,6 +313,8 @@ class Actor:
             if self._drop_unroll:
                 return  # made for a learner that is gone; run() starts a fresh unroll
             if self.credits > 0 and self.dealer.poll(0, zmq.POLLOUT):
+                # numbered when sent, so unrolls dropped unsent leave no gap in the sequence
+                traj = dataclasses.replace(traj, seq=self.sent)
                 transport.send(self.dealer, traj, flags=zmq.NOBLOCK)
                 self.credits -= 1
                 self.sent += 1
@@ -345,7 +348,10 @@ class Actor:
             result = step_envs(self.envs, actions)
             self.env_frames += self.num_envs * self.frames_per_step
             if self.recurrent:
-                core_state[torch.from_numpy(result.terminated | result.truncated)] = 0.0
+                done = torch.from_numpy(result.terminated | result.truncated)
+                core_state = core_state.masked_fill(
+                    done.view(-1, *[1] * (core_state.dim() - 1)), 0.0
+                )
             state = core_state.numpy() if self.recurrent else None
             sent = collector.record(actions, logits.numpy(), self.policy_version, result, state)
             for traj in sent:

@@ -1,23 +1,19 @@
-"""``python -m deploy.healthcheck``: is the learner alive? Exit 0 if it broadcasts a status.
+"""``python -m deploy.healthcheck [--actor]``: container health from the learner's broadcasts.
 
-Run by: Docker's ``HEALTHCHECK`` (learner and actor images), Kubernetes probes, and the compose
-``monitor`` service (with ``--follow``). Owns: finding the learner's broadcast endpoint from the
-container's environment, and judging liveness from the learner's ``LearnerStatus`` broadcasts
-(topic ``status``, about one a second).
+Run by: Docker's ``HEALTHCHECK`` in the learner and actor images and Kubernetes probes, inside
+the container whose health is asked. Owns finding the learner's broadcast endpoint from the
+container's environment and the verdict: exit 0 (healthy) or 1 (unhealthy), each with one line
+saying which endpoint was asked and what came back (Docker keeps it in ``docker inspect``).
 
-A subscriber only receives what is published after it connects, so any status that arrives is
-fresh: the learner's serving loop ran within the timeout. Exit status 0 means "a status arrived
-within ``--timeout`` seconds", 1 means "none did" (or only malformed ones), each with one line
-saying which endpoint was asked and what came back.
-
-In an actor container the same check asks the learner the actor reports to: it says whether that
-learner is reachable and serving, not whether the actor itself is stepping. TODO(issue 4): move
-both checks to the heartbeat stream once it exists, so each process reports its own liveness.
-
-``--follow`` turns the check into a monitor: it prints the launcher's progress line every
-``--interval`` seconds (or every status as a JSON object with ``--json``) until the learner says
-it is done (exit 0) or falls silent for ``--timeout`` seconds (exit 1). It stands in for a
-``launcher.py monitor`` subcommand, which does not exist yet.
+- Learner (default): healthy if a ``LearnerStatus`` (topic ``status``, about one a second)
+  arrives within ``--timeout``. A subscriber only receives what is published after it connects,
+  so any status is fresh: the learner's serving loop ran within the timeout. This will move to
+  the learner's own heartbeat on the heartbeat stream (issue 4), which also says whether its
+  stall watchdog fired.
+- Actor (``--actor``): healthy if the learner republishes a heartbeat (topic ``heartbeat``) of
+  an actor on this host (``--host``, default this container's host name, which is what the
+  actor puts in its heartbeats) that it marks ``alive`` and that reports no stall. So the check
+  says the actor is stepping and the learner hears it, not merely that the learner is up.
 
 Where the endpoint comes from, first match wins:
 
@@ -27,14 +23,15 @@ Where the endpoint comes from, first match wins:
    host such as ``*`` means this machine, so it asks 127.0.0.1);
 4. ``MARIO_LEARNER`` with its port + 1 (the launcher's convention for the broadcast port);
 5. ``tcp://127.0.0.1:5556`` (the default config's).
+
+For watching a run, use ``launcher.py monitor`` (the compose ``monitor`` service runs it).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -44,7 +41,7 @@ from urllib.parse import urlsplit
 import zmq
 
 from protocol import transport
-from protocol.messages import LearnerStatus, ProtocolError
+from protocol.messages import Heartbeat, LearnerStatus, Message, ProtocolError
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 EXIT_HEALTHY = 0
@@ -54,8 +51,8 @@ EXIT_UNHEALTHY = 1
 def _loopback_if_wildcard(endpoint: str) -> str:
     """``tcp://*:5556`` -> ``tcp://127.0.0.1:5556``: a bound wildcard is reached locally.
 
-    (Same rule as ``launcher.local_endpoint``; not imported from there because the launcher
-    module pulls in torch, which would make every health check seconds slower.)
+    (The launcher's rule too; not imported from there because the launcher pulls in torch,
+    which would make every health check seconds slower.)
     """
     parts = urlsplit(endpoint)
     if parts.scheme == "tcp" and parts.hostname in ("*", "0.0.0.0", "::", None):
@@ -84,30 +81,55 @@ def resolve_endpoint(flag: str | None, environ: Mapping[str, str]) -> str:
     return DEFAULT_ENDPOINT
 
 
-def wait_status(sock: zmq.Socket[Any], timeout_s: float) -> tuple[LearnerStatus | None, str]:
-    """The first well-formed :class:`LearnerStatus` on ``sock`` within ``timeout_s``.
-
-    Returns ``(status, "")``, or ``(None, why)`` naming what went wrong (silence, or the last
-    malformed message) so the health log says more than "unhealthy".
-    """
-    deadline = time.monotonic() + timeout_s
-    why = "nothing arrived"
+def _messages(sock: zmq.Socket[Any], deadline: float) -> Any:
+    """Yield well-formed messages from ``sock`` until ``deadline``; malformed ones are reported
+    as ``ProtocolError`` values so the verdict can name them."""
     while (remaining := deadline - time.monotonic()) > 0:
         if not sock.poll(remaining * 1000):
-            break
+            return
         try:
-            _, msg = transport.recv(sock, prefix_frames=1)
+            yield transport.recv(sock, prefix_frames=1)[1]
         except ProtocolError as exc:
-            why = f"only malformed messages (last: {exc})"
-            continue
+            yield exc
+
+
+def learner_verdict(sock: zmq.Socket[Any], timeout_s: float) -> tuple[LearnerStatus | None, str]:
+    """The first :class:`LearnerStatus` within ``timeout_s``, or ``(None, why not)``."""
+    why = "no status arrived: is the learner running, and its broadcast port reachable?"
+    for msg in _messages(sock, time.monotonic() + timeout_s):
         if isinstance(msg, LearnerStatus):
             return msg, ""
-        why = f"only unexpected messages (last: {msg.TYPE})"
+        why = _why(msg)
     return None, why
 
 
-def describe(status: LearnerStatus) -> str:
-    """One line for the health log."""
+def actor_verdict(
+    sock: zmq.Socket[Any], host: str, timeout_s: float
+) -> tuple[Heartbeat | None, str]:
+    """The first healthy heartbeat of an actor on ``host`` within ``timeout_s``, or
+    ``(None, why not)`` naming the last thing seen (its state or stall, or the learner's
+    silence)."""
+    why = "nothing arrived: is the learner running, and its broadcast port reachable?"
+    for msg in _messages(sock, time.monotonic() + timeout_s):
+        if isinstance(msg, Heartbeat) and msg.role == "actor" and msg.host == host:
+            if msg.state == "alive" and not msg.stalled:
+                return msg, ""
+            stall = f", stalled ({msg.stall_file})" if msg.stalled else ""
+            why = f"actor {msg.id} on {host} is {msg.state}{stall}"
+        elif isinstance(msg, LearnerStatus) and why.startswith("nothing"):
+            why = f"the learner is up but relays no heartbeat from an actor on {host}"
+        elif not isinstance(msg, Heartbeat | LearnerStatus):
+            why = _why(msg)
+    return None, why
+
+
+def _why(msg: Message | ProtocolError) -> str:
+    if isinstance(msg, ProtocolError):
+        return f"only malformed messages (last: {msg})"
+    return f"only unexpected messages (last: {msg.TYPE})"
+
+
+def describe_status(status: LearnerStatus) -> str:
     state = "done" if status.done else "training"
     return (
         f"learner {status.learner_run_id} {state}: policy version {status.policy_version}, "
@@ -116,51 +138,17 @@ def describe(status: LearnerStatus) -> str:
     )
 
 
-def check(sock: zmq.Socket[Any], endpoint: str, timeout_s: float) -> int:
-    """One health check: print a verdict line and return the exit status."""
-    status, why = wait_status(sock, timeout_s)
-    if status is None:
-        print(
-            f"unhealthy: no learner status from {endpoint} within {timeout_s:g} s ({why}); "
-            "is the learner running and is its broadcast port reachable?",
-            file=sys.stderr,
-        )
-        return EXIT_UNHEALTHY
-    print(f"healthy: {describe(status)} (from {endpoint})")
-    return EXIT_HEALTHY
-
-
-def follow(
-    sock: zmq.Socket[Any], endpoint: str, timeout_s: float, interval_s: float, as_json: bool
-) -> int:
-    """Monitor mode: print progress until the learner is done (0) or silent (1)."""
-    from launcher import progress_line  # heavy import (torch), paid once by the monitor
-
-    last_print = float("-inf")
-    while True:
-        status, why = wait_status(sock, timeout_s)
-        if status is None:
-            print(
-                f"learner silent: no status from {endpoint} for {timeout_s:g} s ({why})",
-                file=sys.stderr,
-                flush=True,
-            )
-            return EXIT_UNHEALTHY
-        now = time.monotonic()
-        if as_json:
-            print(json.dumps(dataclasses.asdict(status)), flush=True)
-        elif status.done or now - last_print >= interval_s:
-            last_print = now
-            print(progress_line(status), flush=True)
-        if status.done:
-            print(f"done: {describe(status)}", flush=True)
-            return EXIT_HEALTHY
+def describe_heartbeat(hb: Heartbeat) -> str:
+    return (
+        f"actor {hb.id} on {hb.host} alive: {hb.env_fps:,.0f} env frames/s, policy version "
+        f"{hb.policy_version}, last progress {hb.progress_age_s:.1f} s ago"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m deploy.healthcheck",
-        description="Exit 0 if the learner broadcasts a status within the timeout, else 1.",
+        description="Exit 0 if the learner (or, with --actor, this host's actor) is alive, else 1.",
     )
     parser.add_argument(
         "--endpoint",
@@ -174,21 +162,18 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout",
         type=float,
         default=10.0,
-        help="seconds to wait for a status (the learner sends one a second) [default: %(default)s]",
+        help="seconds to wait for a status or heartbeat (about one a second) "
+        "[default: %(default)s]",
     )
     parser.add_argument(
-        "--follow",
+        "--actor",
         action="store_true",
-        help="keep printing progress until the learner is done (a stand-in monitor)",
+        help="check this host's actor (its heartbeat as relayed by the learner), not the learner",
     )
     parser.add_argument(
-        "--interval",
-        type=float,
-        default=5.0,
-        help="with --follow: seconds between progress lines [default: %(default)s]",
-    )
-    parser.add_argument(
-        "--json", action="store_true", help="with --follow: print every status as a JSON object"
+        "--host",
+        default=None,
+        help="with --actor: the host name in the actor's heartbeats [default: this host's]",
     )
     args = parser.parse_args(argv)
     if args.timeout <= 0:
@@ -197,22 +182,38 @@ def main(argv: list[str] | None = None) -> int:
         endpoint = resolve_endpoint(args.endpoint, os.environ)
     except ValueError as exc:
         parser.error(str(exc))
+    # In actor mode status too: it tells "learner up, no actor here" from "learner down".
+    topics = (
+        (transport.TOPIC_HEARTBEAT, transport.TOPIC_STATUS)
+        if args.actor
+        else (transport.TOPIC_STATUS,)
+    )
     ctx = zmq.Context()
     try:
-        sock = transport.connect_sub(ctx, endpoint, (transport.TOPIC_STATUS,))
+        sock = transport.connect_sub(ctx, endpoint, topics)
     except zmq.ZMQError as exc:
-        ctx.term()
+        ctx.destroy(linger=0)  # closes the half-made socket too, or term() would block
         print(f"unhealthy: cannot connect to {endpoint!r}: {exc}", file=sys.stderr)
         return EXIT_UNHEALTHY
     try:
-        if args.follow:
-            return follow(sock, endpoint, args.timeout, args.interval, args.json)
-        return check(sock, endpoint, args.timeout)
-    except KeyboardInterrupt:
-        return EXIT_HEALTHY if args.follow else EXIT_UNHEALTHY
+        if args.actor:
+            host = args.host or socket.gethostname()
+            heartbeat, why = actor_verdict(sock, host, args.timeout)
+            found = describe_heartbeat(heartbeat) if heartbeat else ""
+        else:
+            status, why = learner_verdict(sock, args.timeout)
+            found = describe_status(status) if status else ""
     finally:
         sock.close(0)
         ctx.term()
+    if not found:
+        print(
+            f"unhealthy: {why} (asked {endpoint} for {args.timeout:g} s)",
+            file=sys.stderr,
+        )
+        return EXIT_UNHEALTHY
+    print(f"healthy: {found} (from {endpoint})")
+    return EXIT_HEALTHY
 
 
 if __name__ == "__main__":

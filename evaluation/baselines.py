@@ -128,6 +128,7 @@ class AgentPolicy:
         self.greedy = greedy
         self._generator = torch.Generator().manual_seed(int(seed))
         self._core_state = model.initial_state(1)
+        model.set_noise(not greedy)  # greedy evaluation of NoisyNet heads uses their means
 
     def reset(self) -> None:
         """A new episode: the recurrent core (if any) starts from its initial state."""

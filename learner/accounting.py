@@ -35,27 +35,32 @@ class Accounting:
     rejected: Counter[str] = field(default_factory=Counter)
     dropped_stale: int = 0
     duplicates: int = 0
-    # per actor incarnation (actor_id, run_id): [distinct seqs received, highest seq]
+    # per actor incarnation (actor_id, run_id): [distinct seqs received, first seq, highest]
     incarnations: dict[tuple[int, str], list[int]] = field(default_factory=dict)
 
     def record_seq(self, actor_id: int, run_id: str, seq: int) -> bool:
         """Note an unroll's sequence number; False if that number was already received."""
-        entry = self.incarnations.setdefault((actor_id, run_id), [0, -1])
-        if seq <= entry[1]:
+        entry = self.incarnations.get((actor_id, run_id))
+        if entry is None:
+            # counted from the first unroll this learner sees: an actor that rejoins a
+            # restarted learner is mid-stream, and what it sent before went to the old one
+            self.incarnations[(actor_id, run_id)] = [1, seq, seq]
+            return True
+        if seq <= entry[2]:
             return False  # seqs of one incarnation arrive in order over one connection
         entry[0] += 1
-        entry[1] = seq
+        entry[2] = seq
         return True
 
     @property
     def sent(self) -> int:
-        """Unrolls the actors numbered up to the last one that arrived (sum of highest seq+1)."""
-        return sum(top + 1 for _, top in self.incarnations.values())
+        """Unrolls numbered by the actors from the first to the last one that arrived here."""
+        return sum(top - first + 1 for _, first, top in self.incarnations.values())
 
     @property
     def lost(self) -> int:
         """Sequence numbers never received: gaps that no outcome accounts for (should be 0)."""
-        return sum(top + 1 - seen for seen, top in self.incarnations.values())
+        return sum(top - first + 1 - seen for seen, first, top in self.incarnations.values())
 
     @property
     def rejected_total(self) -> int:

@@ -55,6 +55,15 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return found[-1]
 
 
+def remove_partial_writes(run_dir: Path) -> list[Path]:
+    """Delete temp files of checkpoint writes that were cut short (a crash mid-save)."""
+    folder = run_dir / CHECKPOINT_DIR
+    leftovers = sorted(folder.glob(".ckpt-*.tmp")) if folder.is_dir() else []
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return leftovers
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

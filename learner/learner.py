@@ -1,17 +1,28 @@
-"""The learner's algorithm: collate unrolls, V-trace, losses, one optimiser step. No I/O.
+"""The learner's algorithm: compose and collate batches, return targets, losses, one update.
 
 Run by: the learner process (hosted by :mod:`learner.server`), benchmarks and tests, which can
-drive :meth:`Learner.train_step` in one process without any socket.
-Owns: the model being trained, its optimiser and the update counter (``policy_version``).
+drive :meth:`Learner.step` / :meth:`Learner.train_step` in one process without any socket.
+Owns: the model being trained (and its optional ``torch.compile`` wrapper), its AdamW
+optimiser, learning-rate scheduler and fp16 gradient scaler, the update counter
+(``policy_version``), the entropy-cost schedule, and, when ``replay.enabled``, the prioritized
+replay of unrolls (:class:`learner.replay.PrioritizedReplay`) that is mixed into each batch. No I/O.
 
 Truncation (a time limit, not a real end) is bootstrapped rather than zeroed: at a truncated
 step t the recursion is cut (discount 0) and the reward becomes
 ``r_t + gamma * V(final observation)`` with V from the current network, which gives exactly
 the one-step target the episode would have had. Only termination zeroes the bootstrap.
+
+Replay (Schaul et al. 2016 over whole unrolls; replayed unrolls are off-policy data, which
+V-trace corrects): each :meth:`Learner.step` trains on :attr:`Learner.fresh_per_step` fresh
+unrolls plus ``batch_size - fresh_per_step`` sampled ones (once the replay holds
+``replay.min_size``), the replayed part of the loss scaled by the importance-sampling weights;
+afterwards the sampled unrolls get new priorities (mean ``|v_s - V(x_s)|`` over the unroll, from
+this update's forward pass) and every fresh unroll is pushed with its own such priority.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -20,11 +31,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from configs.schema import Config
-from learner import losses
-from learner.vtrace import vtrace
+from configs.schema import Config, ConfigError, LearnerConfig
+from learner import batching, losses, schedules
+from learner.replay import PrioritizedReplay
+from learner.vtrace import gae, vtrace
 from models import build_model
-from protocol.messages import Trajectory
+from protocol.messages import Trajectory, TrajectorySpec
 
 log = logging.getLogger(__name__)
 
@@ -141,97 +153,381 @@ def bootstrap_inputs(
     return rewards, not_done.to(rewards.dtype) * discount
 
 
-class Learner:
-    """Owns the trained model and its AdamW optimiser; :meth:`train_step` is one update.
+AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+"""``learner.amp`` -> autocast dtype (``off`` runs float32 without autocast)."""
+
+_COMPILED_PREFIX = "_orig_mod."  # what torch.compile's wrapper adds to state-dict keys
+
+# per-micro-batch scalars, accumulated weighted by micro-batch size (order = stacked tensor)
+_STAT_KEYS = (
+    "loss/total",
+    "loss/policy",
+    "loss/baseline",
+    "loss/entropy",
+    "policy/mean_rho",
+    "vtrace/mean_vs",
+)
+
+
+def return_targets(
+    lc: LearnerConfig,
+    log_rhos: Tensor,
+    discounts: Tensor,
+    rewards: Tensor,
+    values: Tensor,
+    bootstrap_value: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """Value targets and policy-gradient advantages, both [T, B] float32, per ``lc.returns``.
+
+    - ``vtrace``: ``(v_s, rho_s (r_s + gamma_s v_{s+1} - V(x_s)))``, Espeholt et al. 2018,
+      Eq. 1 and Sec. 4.2, with ``lc.clip_rho_threshold`` / ``lc.clip_pg_rho_threshold``.
+    - ``gae``: ``(A_s + V(x_s), A_s)`` with ``A`` the generalized advantage estimate of
+      Schulman et al. 2016, Eq. 16, ``lambda = lc.gae_lambda``; ``log_rhos`` are ignored (the
+      estimator assumes the data is on-policy).
 
     Args:
-        config: the run's config (learner hyperparameters and model shape).
+        lc: the learner config (``returns``, clip thresholds, ``gae_lambda``).
+        log_rhos, discounts, rewards, values: [T, B] float32 (``values`` without grad).
+        bootstrap_value: [B] float32, ``V(x_T)``.
+
+    Raises:
+        ValueError: wrong shapes or dtypes (from :func:`vtrace` / :func:`gae`), or an unknown
+            ``lc.returns``.
+    """
+    if lc.returns == "vtrace":
+        vt = vtrace(
+            log_rhos,
+            discounts,
+            rewards,
+            values,
+            bootstrap_value,
+            clip_rho_threshold=lc.clip_rho_threshold,
+            clip_pg_rho_threshold=lc.clip_pg_rho_threshold,
+        )
+        return vt.vs, vt.pg_advantages
+    if lc.returns == "gae":
+        advantages = gae(discounts, rewards, values, bootstrap_value, lc.gae_lambda)
+        return advantages + values, advantages
+    raise ValueError(f"learner.returns: expected vtrace or gae, got {lc.returns!r}")
+
+
+class Learner:
+    """Owns the trained model, its optimiser, schedules and (optionally) the replay.
+
+    :meth:`step` is one update from fresh unrolls (mixing in replay when enabled);
+    :meth:`train_step` is one update on an already collated batch.
+
+    Args:
+        config: the run's config (learner and replay hyperparameters, model shape, frame
+            budget for the schedules).
         obs_shape: one observation's shape.
         num_actions: size of the discrete action set.
         device: torch device for the model and batches.
+        obs_dtype: observation dtype of the trajectories (for the replay's storage); None =
+            uint8 for (C, H, W) images, float32 for vectors, as :func:`actor.env.observation_spec`.
+
+    Raises:
+        ConfigError: ``learner.returns = "gae"`` together with ``replay.enabled`` (replayed
+            unrolls are off-policy; GAE would be biased).
+        ValueError: as :func:`models.build_model` for a model that does not fit.
     """
 
     def __init__(
-        self, config: Config, obs_shape: tuple[int, ...], num_actions: int, device: str
+        self,
+        config: Config,
+        obs_shape: tuple[int, ...],
+        num_actions: int,
+        device: str,
+        obs_dtype: np.dtype | type | str | None = None,
     ) -> None:
+        lc, rc = config.learner, config.replay
+        if rc.enabled and lc.returns == "gae":
+            raise ConfigError(
+                "learner.returns: gae assumes on-policy data but replayed unrolls are "
+                "off-policy; use learner.returns = vtrace with replay.enabled"
+            )
         self.config = config
         self.device = torch.device(device)
         self.model = build_model(config.model, obs_shape, num_actions).to(self.device)
-        lc = config.learner
+        # The compiled wrapper shares the parameters of self.model, which stays the plain module:
+        # state dicts, weight publishing and checkpoints never see the "_orig_mod." prefix.
+        self.train_model: torch.nn.Module = torch.compile(self.model) if lc.compile else self.model
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=lc.learning_rate,
             eps=lc.adam_eps,
             weight_decay=lc.weight_decay,
         )
+        self._fresh_per_step = (
+            batching.fresh_per_step(lc.batch_size, rc.ratio) if rc.enabled else lc.batch_size
+        )
+        # only fresh unrolls spend the frame budget (replayed ones were counted on arrival)
+        self.frames_per_update = (
+            self._fresh_per_step * config.actor.unroll_length * config.env.frames_per_step
+        )
+        self.total_updates = schedules.total_updates(
+            config.run.total_env_frames, self.frames_per_update
+        )
+        # a closure (not a bound method) so LambdaLR.state_dict() stores no function state
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda update: self.lr_factor(update)
+        )
+        self.amp_dtype = AMP_DTYPES.get(lc.amp)
+        # fp16 needs loss scaling (its 5-bit exponent underflows small gradients); bf16 has
+        # float32's exponent range and does not
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=lc.amp == "fp16")
+        self.replay: PrioritizedReplay | None = None
+        if rc.enabled:
+            if obs_dtype is None:
+                obs_dtype = np.uint8 if len(obs_shape) == 3 else np.float32
+            spec = TrajectorySpec(
+                config.actor.unroll_length,
+                tuple(obs_shape),
+                np.dtype(obs_dtype),
+                num_actions,
+                state_shape=tuple(self.model.state_shape),
+            )
+            self.replay = PrioritizedReplay(
+                spec, rc.capacity, rc.alpha, rc.beta, rc.eps, seed=config.run.seed
+            )
         self.updates = 0
+
+    # -- properties and schedules -----------------------------------------------------------
 
     @property
     def policy_version(self) -> int:
         """Version of the current weights: the number of updates applied so far."""
         return self.updates
 
-    def train_step(self, batch: Batch) -> dict[str, float]:
-        """One V-trace actor-critic update on ``batch``.
+    @property
+    def fresh_per_step(self) -> int:
+        """Fresh unrolls one :meth:`step` consumes: ``batch_size`` without replay, else
+        ``max(1, round(batch_size * (1 - replay.ratio)))`` (see
+        :func:`learner.batching.fresh_per_step`)."""
+        return self._fresh_per_step
+
+    def lr_factor(self, update: int) -> float:
+        """Multiplier of ``learner.learning_rate`` for 0-based update ``update``
+        (:func:`learner.schedules.lr_factor` over :attr:`total_updates`)."""
+        lc = self.config.learner
+        return schedules.lr_factor(
+            update, self.total_updates, lc.lr_schedule, lc.warmup_updates, lc.min_lr_ratio
+        )
+
+    def entropy_cost_at(self, update: int) -> float:
+        """Entropy-bonus weight for 0-based update ``update``: linear from
+        ``learner.entropy_cost`` to ``learner.entropy_cost_final`` over :attr:`total_updates`."""
+        lc = self.config.learner
+        return schedules.entropy_cost(
+            update, self.total_updates, lc.entropy_cost, lc.entropy_cost_final
+        )
+
+    # -- updates ----------------------------------------------------------------------------
+
+    def step(self, fresh: Sequence[Trajectory], progress: float) -> dict[str, float]:
+        """One update from ``fresh`` unrolls, mixed with replayed ones when replay is enabled.
+
+        Without replay: ``train_step(collate(fresh))``. With replay (Schaul et al. 2016,
+        Algorithm 1, per unroll): sample ``batch_size - len(fresh)`` unrolls with
+        ``beta = beta_at(progress)`` (once the replay holds ``replay.min_size``), train on
+        fresh + replayed with per-unroll loss weights (1 for fresh, the IS weights for
+        replayed), write the replayed unrolls' new priorities (mean ``|v_s - V(x_s)|``), then
+        push every fresh unroll with its own priority. Fresh unrolls are pushed after sampling,
+        so an update never draws the unrolls it was just given.
+
+        Args:
+            fresh: exactly :attr:`fresh_per_step` validated trajectories.
+            progress: fraction of the frame budget spent (env frames / total), for beta;
+                clipped to [0, 1].
+
+        Returns:
+            :meth:`train_step`'s metrics, plus with replay the ``replay/*`` figures of
+            :meth:`PrioritizedReplay.metrics` and ``replay/beta``, ``replay/replayed_fraction``
+            (replayed / batch), ``replay/is_weight_mean`` (over the batch, fresh = 1) and
+            ``replay/nonfinite_priorities`` (unrolls whose new priority was not finite and was
+            left unchanged, or pushed at the maximum).
+
+        Raises:
+            ValueError: ``len(fresh) != fresh_per_step``, ``progress`` not finite, or a
+                trajectory that does not match the replay's spec.
+        """
+        if len(fresh) != self._fresh_per_step:
+            raise ValueError(
+                f"fresh: expected {self._fresh_per_step} unrolls (Learner.fresh_per_step), "
+                f"got {len(fresh)}"
+            )
+        if not np.isfinite(progress):
+            raise ValueError(f"progress: must be finite, got {progress}")
+        if self.replay is None:
+            return self.train_step(collate(fresh, self.device))
+        replay, n_fresh = self.replay, len(fresh)
+        beta = replay.beta_at(progress)
+        n_replay = self.config.learner.batch_size - n_fresh
+        sample = None
+        if n_replay > 0 and len(replay) >= max(1, self.config.replay.min_size):
+            sample = replay.sample(n_replay, beta)
+        trajectories = list(fresh) if sample is None else [*fresh, *sample.trajectories]
+        weights = np.ones(len(trajectories), dtype=np.float32)
+        if sample is not None:
+            weights[n_fresh:] = sample.weights
+        metrics, priorities = self._update(
+            collate(trajectories, self.device), None if sample is None else weights
+        )
+        pri = priorities.double().cpu().numpy()
+        finite = np.isfinite(pri)  # e.g. an fp16 overflow: keep the old priority
+        if sample is not None:
+            ok = finite[n_fresh:]
+            replay.update_priorities(sample.indices[ok], pri[n_fresh:][ok], sample.push_ids[ok])
+        for traj, p, ok in zip(fresh, pri[:n_fresh].tolist(), finite[:n_fresh].tolist()):
+            replay.push(traj, p if ok else None)  # None = the maximum stored priority
+        metrics.update(replay.metrics())
+        metrics["replay/beta"] = beta
+        metrics["replay/replayed_fraction"] = (len(trajectories) - n_fresh) / len(trajectories)
+        metrics["replay/is_weight_mean"] = float(weights.mean())
+        metrics["replay/nonfinite_priorities"] = float((~finite).sum())
+        return metrics
+
+    def train_step(
+        self, batch: Batch, weights: Tensor | np.ndarray | None = None
+    ) -> dict[str, float]:
+        """One actor-critic update on ``batch`` (V-trace or GAE targets per ``learner.returns``).
+
+        The batch is split into ``learner.grad_accumulation`` micro-batches along B, each
+        forward/backward under the configured autocast, with gradients accumulated
+        (micro-batch losses weighted by their share of B, so the update equals the full-batch
+        one), then clipped and applied in one optimiser step; the learning-rate scheduler then
+        advances.
+
+        Args:
+            batch: collated unrolls.
+            weights: optional [B] per-unroll loss weights (finite, >= 0), e.g. importance
+                sampling weights; None = all 1.
 
         Returns:
             Scalar metrics: ``loss/total``, ``loss/policy``, ``loss/baseline``,
             ``loss/entropy``, ``policy/entropy``, ``policy/mean_rho``, ``optim/grad_norm``,
-            ``optim/lr``, ``vtrace/mean_vs``.
+            ``optim/lr`` (the rate this update used), ``optim/entropy_cost``,
+            ``vtrace/mean_vs`` (mean value target, V-trace or GAE), and
+            ``optim/grad_scale`` with fp16.
+
+        Raises:
+            ValueError: ``weights`` is not [B], or has a negative or non-finite entry.
         """
+        metrics, _ = self._update(batch, weights)
+        return metrics
+
+    def _check_weights(self, weights: Tensor | np.ndarray | None, b: int) -> Tensor | None:
+        if weights is None:
+            return None
+        w = torch.as_tensor(weights, dtype=torch.float32)
+        if tuple(w.shape) != (b,):
+            raise ValueError(f"weights: expected shape [B] = ({b},), got {tuple(w.shape)}")
+        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+            raise ValueError("weights: must be finite and >= 0")
+        return w.to(self.device)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _forward(self, obs: Tensor) -> Any:
+        """The training model's :class:`models.PolicyOutput` for ``obs`` under the autocast."""
+        with self._autocast():
+            return self.train_model(obs)
+
+    def _losses(
+        self, batch: Batch, weights: Tensor | None, entropy_cost: float
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(total loss, [len(_STAT_KEYS)] stats, [B] priorities) of one (micro-)batch."""
         lc = self.config.learner
-        self.model.train()
-        out = self.model(batch.obs)
+        out = self._forward(batch.obs)
+        # the model returns float32 logits and values even under autocast
         logits, values = out.logits[:-1], out.value[:-1]
         bootstrap_value = out.value[-1]
-
         final_values = None
         if batch.truncated_index.numel():
             with torch.no_grad():
-                final_values = self.model(batch.truncated_obs).value
+                final_values = self._forward(batch.truncated_obs).value.float()
         rewards, discounts = bootstrap_inputs(
             batch, final_values, lc.discount, lc.reward_scale, lc.reward_clip
         )
-
         target_log_probs = losses.action_log_probs(logits, batch.action)
         behaviour_log_probs = losses.action_log_probs(batch.behaviour_logits, batch.action)
         log_rhos = target_log_probs.detach() - behaviour_log_probs
-        vt = vtrace(
-            log_rhos,
-            discounts,
-            rewards,
-            values.detach(),
-            bootstrap_value.detach(),
-            clip_rho_threshold=lc.clip_rho_threshold,
-            clip_pg_rho_threshold=lc.clip_pg_rho_threshold,
+        detached_values = values.detach()
+        targets, pg_advantages = return_targets(
+            lc, log_rhos, discounts, rewards, detached_values, bootstrap_value.detach()
         )
-        pg_loss = losses.policy_gradient_loss(logits, batch.action, vt.pg_advantages)
-        v_loss = losses.baseline_loss(values, vt.vs)
-        ent_loss = losses.entropy_loss(logits)
-        total = pg_loss + lc.baseline_cost * v_loss + lc.entropy_cost * ent_loss
+        pg_loss = losses.policy_gradient_loss(logits, batch.action, pg_advantages, weights)
+        v_loss = losses.baseline_loss(values, targets, weights)
+        ent_loss = losses.entropy_loss(logits, weights)
+        total = pg_loss + lc.baseline_cost * v_loss + entropy_cost * ent_loss
+        stats = torch.stack(
+            [
+                total.detach(),
+                pg_loss.detach(),
+                v_loss.detach(),
+                ent_loss.detach(),
+                log_rhos.exp().mean(),
+                targets.mean(),
+            ]
+        )
+        priorities = (targets - detached_values).abs().mean(0)
+        return total, stats, priorities
 
+    def _update(
+        self, batch: Batch, weights: Tensor | np.ndarray | None
+    ) -> tuple[dict[str, float], Tensor]:
+        """One optimiser step; returns (metrics, [B] float32 priorities mean |target - V|)."""
+        lc = self.config.learner
+        b = batch.batch_size
+        w = self._check_weights(weights, b)
+        entropy_cost = self.entropy_cost_at(self.updates)
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        self.model.train()
+        reset_noise = getattr(self.model, "reset_noise", None)
+        if callable(reset_noise):
+            reset_noise()  # NoisyNet heads: one noise sample per update, shared by micro-batches
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        stats_sum: Tensor | None = None
+        priorities = []
+        for lo, hi in batching.micro_bounds(b, lc.grad_accumulation):
+            micro = batching.slice_batch(batch, lo, hi)
+            total, stats, micro_priorities = self._losses(
+                micro, None if w is None else w[lo:hi], entropy_cost
+            )
+            share = (hi - lo) / b  # each micro loss is a mean over its columns
+            self.scaler.scale(total * share).backward()
+            stats_sum = stats * share if stats_sum is None else stats_sum + stats * share
+            priorities.append(micro_priorities)
+        self.scaler.unscale_(self.optimizer)  # no-op without fp16
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), lc.max_grad_norm)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # skips the step if fp16 gradients overflowed
+        self.scaler.update()
+        self.scheduler.step()
         self.updates += 1
-        return {
-            "loss/total": float(total.detach()),
-            "loss/policy": float(pg_loss.detach()),
-            "loss/baseline": float(v_loss.detach()),
-            "loss/entropy": float(ent_loss.detach()),
-            "policy/entropy": -float(ent_loss.detach()),
-            "policy/mean_rho": float(log_rhos.exp().mean()),
-            "optim/grad_norm": float(grad_norm),
-            "optim/lr": float(self.optimizer.param_groups[0]["lr"]),
-            "vtrace/mean_vs": float(vt.vs.mean()),
-        }
+        assert stats_sum is not None  # micro_bounds returns at least one range
+        metrics = dict(zip(_STAT_KEYS, stats_sum.tolist()))
+        metrics["policy/entropy"] = -metrics["loss/entropy"]
+        metrics["optim/grad_norm"] = float(grad_norm)
+        metrics["optim/lr"] = lr
+        metrics["optim/entropy_cost"] = entropy_cost
+        if self.scaler.is_enabled():
+            metrics["optim/grad_scale"] = float(self.scaler.get_scale())
+        return metrics, torch.cat(priorities)
+
+    # -- state ------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: model, optimiser, update count, RNG."""
+        """Everything needed to continue exactly: model, optimiser, lr scheduler, fp16 grad
+        scaler, update count and torch RNG. Model keys are plain (no ``_orig_mod.``) whether or
+        not the model is compiled. The replay is separate: :meth:`replay_state_dict`."""
         state: dict[str, Any] = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),  # {} unless fp16
             "updates": self.updates,
             "torch_rng": torch.get_rng_state(),
         }
@@ -240,16 +536,60 @@ class Learner:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`.
+        """Restore from :meth:`state_dict` (also older checkpoints without scheduler/scaler,
+        and model keys carrying torch.compile's ``_orig_mod.`` prefix).
 
         Raises:
             KeyError / RuntimeError: the state does not fit this model (wrong architecture).
         """
-        self.model.load_state_dict(state["model"])
+        model_state = {
+            key.removeprefix(_COMPILED_PREFIX): value for key, value in state["model"].items()
+        }
+        self.model.load_state_dict(model_state)
         if "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
         self.updates = int(state["updates"])
+        if "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
+        else:
+            # a checkpoint from before the schedules: put the schedule at the restored update
+            self.scheduler.last_epoch = self.updates
+            for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+                group["lr"] = base * self.lr_factor(self.updates)
+        if state.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
         if "torch_rng" in state:
             torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    def replay_state_dict(self) -> dict[str, Any] | None:
+        """The replay's state (:meth:`PrioritizedReplay.state_dict`) with every numpy array
+        turned into a CPU tensor, so ``torch.save`` writes it and ``torch.load(weights_only=
+        True)`` reads it back (no pickled objects); None without replay.
+
+        The tensors share memory with the live buffers (GBs for a full Mario replay): save
+        them before the next :meth:`step`.
+        """
+        if self.replay is None:
+            return None
+        return {
+            key: torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+            for key, value in self.replay.state_dict().items()
+        }
+
+    def load_replay_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the replay from :meth:`replay_state_dict` (tensors or numpy arrays).
+
+        Raises:
+            ValueError: replay is disabled in this config, or the state does not fit it
+                (version, spec, capacity; see :meth:`PrioritizedReplay.load_state_dict`).
+        """
+        if self.replay is None:
+            raise ValueError("replay: replay.enabled is false; there is no replay to restore")
+        self.replay.load_state_dict(
+            {
+                key: value.cpu().numpy() if isinstance(value, Tensor) else value
+                for key, value in state.items()
+            }
+        )

@@ -27,7 +27,12 @@ import zmq
 from actor.env import num_actions, observation_spec
 from configs import schema
 from learner.accounting import EPISODE_LOG, Accounting, EpisodeWindow
-from learner.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from learner.checkpoint import (
+    checkpoint_path,
+    load_checkpoint,
+    remove_partial_writes,
+    save_checkpoint,
+)
 from learner.credits import CreditLedger
 from learner.fleet import DEAD, FleetView
 from learner.learner import Learner, collate
@@ -89,6 +94,8 @@ class LearnerServer:
         self.accounting = Accounting()
         self.episodes = EpisodeWindow(run_dir / EPISODE_LOG)
         self.env_frames = 0
+        for leftover in remove_partial_writes(run_dir):
+            log.warning("removed %s, a checkpoint write that was cut short", leftover.name)
         # published versions = updates + offset; the offset only grows, so versions never go
         # backwards across restarts (see _raise_version)
         self.version_offset = 0

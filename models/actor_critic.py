@@ -1,11 +1,14 @@
-"""The actor-critic network: a torso plus policy-logit and value (baseline) heads.
+"""The actor-critic network: a torso, an optional recurrent/memory core, and policy-logit and
+value (baseline) heads.
 
 Run by: the actor processes (CPU inference through :meth:`ActorCritic.act` on ``[B, ...]``
-observation batches) and the learner (training through :meth:`ActorCritic.forward` on
-time-major ``[T+1, B, ...]`` unroll batches). Weights travel between them as ``state_dict``s, so
+observation batches, carrying each env's core state) and the learner (training through
+:meth:`ActorCritic.forward` on time-major ``[T+1, B, ...]`` unroll batches, starting from the
+core state recorded at the unroll's start). Weights travel between them as ``state_dict``s, so
 both must build the model the same way, via :func:`models.build_model`.
 Owns: the head architecture and initialisation, the :class:`PolicyOutput` contract (shapes and
-dtypes the V-trace loss consumes), leading-dim handling, and action sampling.
+dtypes the V-trace loss consumes), the core-state / reset contract, leading-dim handling, noise
+control and action sampling.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from models.cores import Core
+from models.noisy import NoisyLinear
 from models.torsos import Torso
 
 __all__ = ["ActorCritic", "PolicyOutput", "cpu_has_native_bf16"]
@@ -32,69 +37,142 @@ def cpu_has_native_bf16() -> bool:
 
 
 class PolicyOutput(NamedTuple):
-    """What :meth:`ActorCritic.forward` returns for observations ``[..., *obs_shape]``.
+    """What :meth:`ActorCritic.forward` returns.
 
     Attributes:
         logits: float32 ``[..., num_actions]`` unnormalised log-probabilities of the policy.
         value: float32 ``[...]`` state-value estimate V(s) (the V-trace baseline).
+        core_state: float32 ``[B, *state_shape]``, the core state after the last step. For a
+            feed-forward model (``state_shape == (0,)``) an empty ``[lead[-1], 0]`` tensor
+            (``[0]`` for a single unbatched observation), so callers can treat every model
+            alike. Defaults to None only for hand-built instances.
     """
 
     logits: Tensor
     value: Tensor
+    core_state: Tensor | None = None
 
 
 class ActorCritic(nn.Module):
     """Shared-torso actor-critic for discrete actions, as in IMPALA (Espeholt et al. 2018).
 
-    ``torso`` maps ``[N, *obs_shape]`` to ``[N, hidden]`` features; ``policy`` is
-    Linear(hidden, num_actions) and ``baseline`` is Linear(hidden, 1). (IMPALA's optional LSTM
-    and last-action/reward inputs are not used: the Mario observations are 4 stacked frames.)
+    ``torso`` maps ``[N, *obs_shape]`` to ``[N, hidden]`` features; an optional ``core``
+    (:mod:`models.cores`: LSTM, GRU or gated transformer-XL) turns the time-major feature
+    sequence into ``[T, B, core_size]`` features with memory; ``policy`` maps the result to
+    ``num_actions`` logits and ``baseline`` to one value. (IMPALA's last-action/reward core
+    inputs are not used.)
 
     Head initialisation: orthogonal weights, zero biases (Baselines/CleanRL convention); the
     policy head has gain 0.01 so the initial logits are ~0 and the initial policy is close to
     uniform (maximum entropy, so early exploration is not biased by a random init); the
-    baseline head has gain 1.0 so initial values are O(1) rather than large.
+    baseline head has gain 1.0 so initial values are O(1) rather than large. With ``noisy``
+    both heads are :class:`models.noisy.NoisyLinear` (Fortunato et al. 2018) with the paper's
+    initialisation instead (so the initial policy is *not* near uniform: the noise is the
+    exploration).
+
+    Recurrent state: each env's core state is ONE float32 tensor of shape :attr:`state_shape`
+    (``(0,)`` without a core); :meth:`initial_state` is the episode-start state (zeros). The
+    actor carries it between steps through :meth:`act` and records the state at the start of
+    every unroll; the learner replays the unroll through :meth:`forward` from that state.
 
     CPU inference speed: image torsos keep their conv weights in ``channels_last`` (see
     :class:`models.torsos.ImageTorso`). Opt-in, :meth:`set_cpu_bf16_inference` additionally runs
     the torso under bfloat16 autocast when gradients are disabled on CPU (~1.3-1.4x faster on
     CPUs with native bf16; logits then differ from the learner's float32 ones by ~1e-3-1e-2 nats).
+    The core and heads always run in float32.
 
     Attributes:
         obs_shape: per-sample observation shape, e.g. ``(4, 84, 84)`` or ``(4,)``.
         num_actions: size A of the discrete action space.
         cpu_bf16_inference: whether grad-free CPU forwards run the torso in bfloat16.
-        torso, policy, baseline: the sub-modules (their names fix the state_dict keys).
+        noisy: whether the heads are NoisyLinear layers.
+        torso, core, policy, baseline: the sub-modules (their names fix the state_dict keys;
+            ``core`` is None for a feed-forward model).
     """
 
-    def __init__(self, torso: Torso, num_actions: int) -> None:
+    def __init__(
+        self,
+        torso: Torso,
+        num_actions: int,
+        core: Core | None = None,
+        noisy: bool = False,
+        noisy_sigma0: float = 0.5,
+    ) -> None:
+        """Raises ValueError if ``num_actions < 1`` or ``core.input_size`` is not the torso's
+        ``hidden_size``."""
         super().__init__()
         if num_actions < 1:
             raise ValueError(f"num_actions must be >= 1, got {num_actions}")
+        if core is not None and core.input_size != torso.hidden_size:
+            raise ValueError(
+                f"core input size {core.input_size} != torso hidden size {torso.hidden_size}"
+            )
         self.obs_shape: tuple[int, ...] = tuple(torso.obs_shape)
         self.num_actions: int = int(num_actions)
         self.cpu_bf16_inference: bool = False
+        self.noisy: bool = bool(noisy)
         self.torso = torso
-        self.policy = nn.Linear(torso.hidden_size, self.num_actions)
-        self.baseline = nn.Linear(torso.hidden_size, 1)
-        nn.init.orthogonal_(self.policy.weight, gain=0.01)
-        nn.init.zeros_(self.policy.bias)
-        nn.init.orthogonal_(self.baseline.weight, gain=1.0)
-        nn.init.zeros_(self.baseline.bias)
+        self.core = core
+        features = torso.hidden_size if core is None else core.output_size
+        self.policy: nn.Module
+        self.baseline: nn.Module
+        if self.noisy:
+            self.policy = NoisyLinear(features, self.num_actions, noisy_sigma0)
+            self.baseline = NoisyLinear(features, 1, noisy_sigma0)
+        else:
+            self.policy = nn.Linear(features, self.num_actions)
+            self.baseline = nn.Linear(features, 1)
+            nn.init.orthogonal_(self.policy.weight, gain=0.01)
+            nn.init.zeros_(self.policy.bias)
+            nn.init.orthogonal_(self.baseline.weight, gain=1.0)
+            nn.init.zeros_(self.baseline.bias)
+
+    # -- core state -------------------------------------------------------------------------
+
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        """Per-env core state shape: ``(2, core_size)`` lstm (h, c), ``(1, core_size)`` gru,
+        ``(window, layers * core_size + 1)`` transformer, ``(0,)`` without a core."""
+        return (0,) if self.core is None else tuple(self.core.state_shape)
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> Tensor:
+        """float32 zeros ``[batch_size, *state_shape]``: every env's state at an episode start."""
+        return torch.zeros((int(batch_size), *self.state_shape), dtype=torch.float32, device=device)
+
+    # -- noise ------------------------------------------------------------------------------
+
+    def reset_noise(self, generator: torch.Generator | None = None) -> None:
+        """Resample the noise of every :class:`NoisyLinear` layer (no-op without ``noisy``).
+
+        The actor calls this once per unroll, the learner once per update.
+        """
+        for module in self.modules():
+            if isinstance(module, NoisyLinear):
+                module.reset_noise(generator)
+
+    def set_noise(self, enabled: bool) -> None:
+        """Turn the NoisyLinear noise on (default) or off (greedy evaluation uses ``mu``)."""
+        for module in self.modules():
+            if isinstance(module, NoisyLinear):
+                module.set_noise(enabled)
+
+    # -- inference options ------------------------------------------------------------------
 
     def set_cpu_bf16_inference(self, enabled: bool) -> bool:
         """Run the torso under bfloat16 autocast in grad-free CPU forwards (actor inference).
 
         Only forwards with gradients disabled (``torch.inference_mode()`` / ``no_grad``) on CPU
-        tensors are affected, so training is always float32; the heads stay float32 and the
-        outputs are float32 either way. Requests are ignored (returns False) on CPUs without
-        native bf16 support (AVX512-BF16 / AMX), where emulated bf16 is slower than float32.
+        tensors are affected, so training is always float32; the core and heads stay float32
+        and the outputs are float32 either way. Requests are ignored (returns False) on CPUs
+        without native bf16 support (AVX512-BF16 / AMX), where emulated bf16 is slower.
 
         Returns:
             Whether bf16 inference is now enabled.
         """
         self.cpu_bf16_inference = bool(enabled) and cpu_has_native_bf16()
         return self.cpu_bf16_inference
+
+    # -- forward ----------------------------------------------------------------------------
 
     def _leading_shape(self, obs: Tensor) -> torch.Size:
         nd = len(self.obs_shape)
@@ -105,49 +183,119 @@ class ActorCritic(nn.Module):
             )
         return obs.shape[: obs.dim() - nd]
 
-    def forward(self, obs: Tensor) -> PolicyOutput:
-        """Policy logits and value for a batch with any number of leading dims.
-
-        Args:
-            obs: ``[..., *obs_shape]``; uint8 pixels (0-255) for the image torsos, float
-                vectors for the mlp torso. The learner passes time-major ``[T+1, B, ...]``,
-                the actor ``[B, ...]``; zero leading dims (a single observation) also works.
-
-        Returns:
-            :class:`PolicyOutput` with float32 ``logits [..., A]`` and ``value [...]``.
-        """
-        lead = self._leading_shape(obs)
-        flat = obs.reshape(math.prod(lead), *self.obs_shape)
+    def _torso(self, flat: Tensor) -> Tensor:
         if self.cpu_bf16_inference and flat.device.type == "cpu" and not torch.is_grad_enabled():
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 features = self.torso(flat)
-            features = features.float()
+            return features.float()
+        return self.torso(flat)
+
+    def forward(
+        self, obs: Tensor, core_state: Tensor | None = None, reset: Tensor | None = None
+    ) -> PolicyOutput:
+        """Policy logits, values and the final core state.
+
+        Args:
+            obs: uint8 pixels (0-255) for the image torsos, float vectors for the mlp torso.
+                Without a core: ``[..., *obs_shape]`` with any leading dims (the learner passes
+                time-major ``[T+1, B, ...]``, the actor ``[B, ...]``, a single observation has
+                none). With a core: exactly time-major ``[T, B, *obs_shape]``.
+            core_state: float32 ``[B, *state_shape]``, the state before step 0; None = the
+                initial (zero) state. Ignored without a core.
+            reset: bool ``[T, B]``; ``reset[t, b]`` = env ``b``'s episode starts at step ``t``:
+                its state is zeroed before step ``t`` is processed. None = no resets. Ignored
+                without a core.
+
+        Returns:
+            :class:`PolicyOutput`: float32 ``logits [..., A]``, ``value [...]`` and
+            ``core_state`` ``[B, *state_shape]`` after the last step (an empty ``[lead[-1], 0]``
+            tensor without a core).
+
+        Raises:
+            ValueError: wrongly shaped ``obs``, ``core_state`` or ``reset`` (with a core,
+                ``obs`` must have exactly two leading dims).
+            TypeError: ``core_state`` or ``reset`` is not a tensor (e.g. a bool passed
+                positionally by a caller of the old ``act(obs, greedy, generator)``).
+        """
+        _check_tensor("core_state", core_state)
+        _check_tensor("reset", reset)
+        lead = self._leading_shape(obs)
+        if self.core is None:
+            features = self._torso(obs.reshape(math.prod(lead), *self.obs_shape))
+            state_out = torch.zeros((*lead[-1:], 0), dtype=torch.float32, device=obs.device)
         else:
-            features = self.torso(flat)
+            if len(lead) != 2:
+                raise ValueError(
+                    "a model with a core expects time-major observations [T, B, "
+                    f"{', '.join(map(str, self.obs_shape))}], got {tuple(obs.shape)}"
+                )
+            steps, batch = lead
+            if core_state is None:
+                core_state = self.initial_state(batch, obs.device)
+            flat = self._torso(obs.reshape(steps * batch, *self.obs_shape))
+            out, state_out = self.core(
+                flat.float().view(steps, batch, -1),
+                core_state,
+                None if reset is None else reset.bool(),
+            )
+            features = out.reshape(steps * batch, -1)
         logits = self.policy(features).float()
         value = self.baseline(features).float()
         return PolicyOutput(
-            logits=logits.reshape(*lead, self.num_actions), value=value.reshape(lead)
+            logits=logits.reshape(*lead, self.num_actions),
+            value=value.reshape(lead),
+            core_state=state_out,
         )
 
     def act(
-        self, obs: Tensor, greedy: bool = False, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """Choose actions for ``obs [..., *obs_shape]``.
+        self,
+        obs: Tensor,
+        core_state: Tensor | None = None,
+        reset: Tensor | None = None,
+        greedy: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Choose actions for one agent step of a batch of envs.
 
         Actors should call this under ``torch.inference_mode()``.
 
         Args:
-            obs: observations as for :meth:`forward`.
+            obs: ``[B, *obs_shape]`` (without a core any leading dims work, as in
+                :meth:`forward`).
+            core_state: float32 ``[B, *state_shape]`` before this step; None = initial state.
+            reset: bool ``[B]``: env ``b`` starts a new episode at this observation (its state
+                is zeroed first). None = no resets.
             greedy: take ``argmax`` of the logits instead of sampling.
             generator: optional RNG for the sampling (for reproducible actors).
 
         Returns:
-            ``(action, logits)``: int64 ``[...]`` actions drawn from Categorical(logits)
-            (or its mode when ``greedy``) and the float32 ``[..., A]`` logits they came from
-            (the behaviour policy ``mu`` that V-trace needs).
+            ``(action, logits, core_state)``: int64 ``[B]`` actions drawn from
+            Categorical(logits) (or its mode when ``greedy``), the float32 ``[B, A]`` logits
+            they came from (the behaviour policy ``mu`` that V-trace needs), and the float32
+            ``[B, *state_shape]`` state after this step (``[B, 0]`` without a core).
+
+        Raises:
+            ValueError / TypeError: as for :meth:`forward`; with a core ``obs`` must be
+            ``[B, *obs_shape]`` and ``reset`` ``[B]``.
         """
-        logits = self.forward(obs).logits
+        _check_tensor("core_state", core_state)
+        _check_tensor("reset", reset)
+        if self.core is None:
+            out = self.forward(obs)
+            logits = out.logits
+        else:
+            if obs.dim() != len(self.obs_shape) + 1:
+                raise ValueError(
+                    "act with a core expects one step of observations [B, "
+                    f"{', '.join(map(str, self.obs_shape))}], got {tuple(obs.shape)}"
+                )
+            if reset is not None and tuple(reset.shape) != (obs.shape[0],):
+                raise ValueError(f"reset must be [B] = [{obs.shape[0]}], got {tuple(reset.shape)}")
+            out = self.forward(
+                obs.unsqueeze(0), core_state, None if reset is None else reset.view(1, -1)
+            )
+            logits = out.logits[0]
+        assert out.core_state is not None
         flat = logits.reshape(-1, self.num_actions)
         if greedy:
             action = flat.argmax(dim=-1)
@@ -156,4 +304,12 @@ class ActorCritic(nn.Module):
             # without the distribution object's Python-side argument validation overhead.
             probs = torch.softmax(flat, dim=-1)
             action = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        return action.reshape(logits.shape[:-1]), logits
+        return action.reshape(logits.shape[:-1]), logits, out.core_state
+
+
+def _check_tensor(name: str, value: object) -> None:
+    if value is not None and not isinstance(value, Tensor):
+        raise TypeError(
+            f"{name} must be a Tensor or None, got {type(value).__name__}; note act's signature "
+            "is act(obs, core_state=None, reset=None, greedy=False, generator=None)"
+        )

@@ -10,6 +10,16 @@ Owns: the network architectures named by ``model.torso`` -- :class:`ImpalaResNet
 Every torso takes a batch with exactly one leading dim ``[N, *obs_shape]`` and returns
 ``[N, hidden_size]`` float32 features; :class:`models.actor_critic.ActorCritic` flattens any
 other leading dims before calling it.
+
+``layer_norm`` (``model.layer_norm``): every fully connected layer of a torso is followed by
+LayerNorm (Ba et al. 2016) before its nonlinearity -- for the image torsos that is the one
+``fc`` layer after the convolutions. Not in the conv stages, deliberately: normalising the
+feature maps would add a full pass over the largest activations to every actor inference step
+(and oneDNN's norms over ``channels_last`` maps are slow), while the problem LayerNorm is
+there for -- the scale of the features fed to the heads/core drifting during training -- lives
+in the flat feature vector, where normalising ``hidden_size`` numbers costs next to nothing.
+Placed before the ReLU/Tanh so about half the units stay active whatever the input scale.
+When off, the norm slot is an ``nn.Identity`` (no parameters, same ``state_dict`` as before).
 """
 
 from __future__ import annotations
@@ -135,8 +145,9 @@ class ImpalaResNet(ImageTorso):
 
     Three stages with (16, 32, 32) channels; each stage is Conv3x3 (stride 1, pad 1) ->
     MaxPool 3x3 (stride 2, pad 1) -> 2 x residual block (ReLU-Conv3x3-ReLU-Conv3x3 + skip).
-    Then ReLU -> flatten -> Linear(hidden_size) -> ReLU. For 4x84x84 input the spatial size
-    goes 84 -> 42 -> 21 -> 11, so the flattened feature has 32*11*11 = 3872 entries.
+    Then ReLU -> flatten -> Linear(hidden_size) -> [LayerNorm] -> ReLU. For 4x84x84 input the
+    spatial size goes 84 -> 42 -> 21 -> 11, so the flattened feature has 32*11*11 = 3872
+    entries. ``layer_norm`` adds the LayerNorm (see the module docstring for why only there).
 
     Input: uint8 (or float in [0, 255]) ``[N, C, H, W]``. Output: float32 ``[N, hidden_size]``.
     ``channels_last`` (default True, ~2.8x faster CPU inference) picks the conv memory format.
@@ -153,6 +164,7 @@ class ImpalaResNet(ImageTorso):
         hidden_size: int = 256,
         channels: tuple[int, ...] = (16, 32, 32),
         channels_last: bool = True,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__(obs_shape, hidden_size)
         c, h, w = self.obs_shape
@@ -164,6 +176,7 @@ class ImpalaResNet(ImageTorso):
         self.stages = nn.Sequential(*stages)
         self.flat_features = c * h * w
         self.fc = nn.Linear(self.flat_features, self.hidden_size)
+        self.fc_norm: nn.Module = nn.LayerNorm(self.hidden_size) if layer_norm else nn.Identity()
         self._set_layout(channels_last)
 
     def _first_conv(self) -> nn.Conv2d:
@@ -175,15 +188,16 @@ class ImpalaResNet(ImageTorso):
         # flatten() of an NHWC tensor copies it into NCHW order, so the fc weight layout is the
         # same whether or not channels_last is used (state dicts are interchangeable).
         x = torch.relu(x).flatten(1)
-        return torch.relu(self.fc(x))
+        return torch.relu(self.fc_norm(self.fc(x)))
 
 
 class NatureCNN(ImageTorso):
     """The DQN torso (Mnih et al. 2015, *Human-level control through deep RL*, Nature).
 
     Conv 32 8x8 stride 4 -> ReLU -> Conv 64 4x4 stride 2 -> ReLU -> Conv 64 3x3 stride 1 ->
-    ReLU -> flatten -> Linear(hidden_size) -> ReLU. For 84x84 input: 84 -> 20 -> 9 -> 7, so the
-    flattened feature has 64*7*7 = 3136 entries.
+    ReLU -> flatten -> Linear(hidden_size) -> [LayerNorm] -> ReLU. For 84x84 input: 84 -> 20 ->
+    9 -> 7, so the flattened feature has 64*7*7 = 3136 entries. ``layer_norm`` adds the
+    LayerNorm (see the module docstring for why only there).
 
     Input: uint8 (or float in [0, 255]) ``[N, C, H, W]``. Output: float32 ``[N, hidden_size]``.
     ``channels_last`` (default False: NHWC measured no faster for this net) picks the layout.
@@ -193,7 +207,11 @@ class NatureCNN(ImageTorso):
     """
 
     def __init__(
-        self, obs_shape: tuple[int, ...], hidden_size: int = 256, channels_last: bool = False
+        self,
+        obs_shape: tuple[int, ...],
+        hidden_size: int = 256,
+        channels_last: bool = False,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__(obs_shape, hidden_size)
         c, h, w = self.obs_shape
@@ -209,6 +227,7 @@ class NatureCNN(ImageTorso):
         for layer in (self.conv0, self.conv1, self.conv2, self.fc):
             nn.init.orthogonal_(layer.weight, gain=math.sqrt(2.0))
             nn.init.zeros_(layer.bias)
+        self.fc_norm: nn.Module = nn.LayerNorm(self.hidden_size) if layer_norm else nn.Identity()
         self._set_layout(channels_last)
 
     def _first_conv(self) -> nn.Conv2d:
@@ -220,14 +239,15 @@ class NatureCNN(ImageTorso):
         x = torch.relu(self.conv0(x))
         x = torch.relu(self.conv1(x))
         x = torch.relu(self.conv2(x))
-        return torch.relu(self.fc(x.flatten(1)))
+        return torch.relu(self.fc_norm(self.fc(x.flatten(1))))
 
 
 class MLP(Torso):
     """Fully connected torso for flat vector observations (e.g. CartPole's 4 floats).
 
-    ``layers`` x (Linear(hidden_size) -> Tanh). Input: ``[N, D]`` (any real dtype, cast to
-    float32, not rescaled). Output: float32 ``[N, hidden_size]``.
+    ``layers`` x (Linear(hidden_size) -> [LayerNorm if ``layer_norm``] -> Tanh). Input:
+    ``[N, D]`` (any real dtype, cast to float32, not rescaled). Output: float32
+    ``[N, hidden_size]``.
 
     Tanh rather than ReLU: it is the default of the standard actor-critic MLPs for
     low-dimensional control (Schulman et al. 2017 PPO; OpenAI Baselines, Stable-Baselines3,
@@ -236,7 +256,13 @@ class MLP(Torso):
     Initialisation: orthogonal with gain sqrt(2), zero biases (same convention as above).
     """
 
-    def __init__(self, obs_shape: tuple[int, ...], hidden_size: int = 256, layers: int = 2) -> None:
+    def __init__(
+        self,
+        obs_shape: tuple[int, ...],
+        hidden_size: int = 256,
+        layers: int = 2,
+        layer_norm: bool = False,
+    ) -> None:
         super().__init__()
         if len(obs_shape) != 1 or int(obs_shape[0]) <= 0:
             raise ValueError(f"MLP torso needs a 1-D (D,) observation shape, got {obs_shape}")
@@ -250,7 +276,10 @@ class MLP(Torso):
             linear = nn.Linear(width, self.hidden_size)
             nn.init.orthogonal_(linear.weight, gain=math.sqrt(2.0))
             nn.init.zeros_(linear.bias)
-            mods += [linear, nn.Tanh()]
+            mods.append(linear)
+            if layer_norm:
+                mods.append(nn.LayerNorm(self.hidden_size))
+            mods.append(nn.Tanh())
             width = self.hidden_size
         self.net = nn.Sequential(*mods)
 

@@ -58,7 +58,8 @@ def test_output_shapes_and_dtypes(
     assert out.logits.dtype == torch.float32
     assert out.value.dtype == torch.float32
     assert out.logits.is_contiguous()
-    action, logits = model.act(sample_obs(obs_shape, lead))
+    action, logits, state = model.act(sample_obs(obs_shape, lead))
+    assert state.shape == (*lead[-1:], 0)  # feed-forward: an empty state
     assert action.shape == lead
     assert action.dtype == torch.int64
     assert logits.shape == (*lead, A)
@@ -238,7 +239,7 @@ def test_greedy_act_is_argmax(torso: str, obs_shape: tuple[int, ...]) -> None:
         mean_feature = model.torso(obs.flatten(0, 1)).mean(0)
         model.policy.weight.normal_(0.0, 1.0)
         model.policy.bias.copy_(-model.policy.weight @ mean_feature)
-        action, logits = model.act(obs, greedy=True)
+        action, logits, _ = model.act(obs, greedy=True)
         torch.testing.assert_close(logits, model(obs).logits)
     assert torch.equal(action, logits.argmax(-1))
     assert action.dtype == torch.int64
@@ -251,12 +252,12 @@ def test_sampled_actions_follow_the_policy() -> None:
         model.policy.weight.zero_()
         model.policy.bias.copy_(torch.tensor([0.0, 0.0, math.log(3.0), -30, -30, -30, -30]))
         obs = torch.zeros(20_000, *VEC_SHAPE)
-        action, _ = model.act(obs, generator=torch.Generator().manual_seed(0))
+        action, _, _ = model.act(obs, generator=torch.Generator().manual_seed(0))
     freq = torch.bincount(action, minlength=A).float() / action.numel()
     torch.testing.assert_close(freq, torch.tensor([0.2, 0.2, 0.6, 0, 0, 0, 0]), atol=0.02, rtol=0)
     # A seeded generator makes sampling reproducible.
     with torch.no_grad():
-        again, _ = model.act(obs, generator=torch.Generator().manual_seed(0))
+        again, _, _ = model.act(obs, generator=torch.Generator().manual_seed(0))
     assert torch.equal(action, again)
 
 

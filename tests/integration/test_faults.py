@@ -1,0 +1,209 @@
+"""Faults a real fleet meets, on real processes: killed actors and learners, a crash during a
+checkpoint write, a hung actor, a slowed learner."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import zmq
+
+from learner.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from protocol import transport
+from protocol.messages import Heartbeat, LearnerStatus
+from tests.conftest import ROOT
+
+LONG_SMOKE = ["--config", "configs/smoke.toml", "--run.total_env_frames", "100_000_000"]
+
+
+def start(
+    run_dir: Path, endpoints: list[str], *extra: str, env: dict | None = None
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "launcher.py"), *LONG_SMOKE, "--run-dir", str(run_dir),
+         *endpoints, *extra],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out
+    return out
+
+
+class Watch:
+    """Follows the learner's broadcasts: latest heartbeat per process, every status."""
+
+    def __init__(self, broadcast: str) -> None:
+        self.sock = transport.connect_sub(
+            zmq.Context.instance(), broadcast, (transport.TOPIC_HEARTBEAT, transport.TOPIC_STATUS)
+        )
+        self.beats: dict[str, Heartbeat] = {}
+        self.statuses: list[LearnerStatus] = []
+
+    def pump(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if self.sock.poll(100):
+                _, msg = transport.recv(self.sock, prefix_frames=1)
+                if isinstance(msg, Heartbeat):
+                    self.beats[msg.key] = msg
+                elif isinstance(msg, LearnerStatus):
+                    self.statuses.append(msg)
+
+    def until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        end = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < end, f"timed out waiting for {what}"
+            self.pump(0.2)
+
+    @property
+    def updates(self) -> int:
+        return self.statuses[-1].updates if self.statuses else 0
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+def learner_counters(run_dir: Path) -> dict[str, float]:
+    """Counters of the last learner heartbeat in heartbeats.jsonl (after a clean stop)."""
+    beats = [
+        json.loads(line)
+        for line in (run_dir / "heartbeats.jsonl").read_text().splitlines()
+        if '"role": "learner"' in line
+    ]
+    return beats[-1]["counters"]
+
+
+@pytest.mark.slow
+def test_killed_actor_and_killed_learner_are_restarted_and_nothing_is_lost(
+    tmp_path: Path, endpoints: list[str]
+) -> None:
+    run_dir = tmp_path / "kills"
+    proc = start(run_dir, endpoints, "--run.num_actors", "2", "--actor.num_envs", "2",
+                 "--learner.batch_size", "2", "--run.checkpoint_interval_s", "3")  # fmt: skip
+    watch = Watch(endpoints[3])
+    try:
+        watch.until(lambda: watch.updates >= 3 and {"actor:0", "actor:1"} <= set(watch.beats),
+                    120, "training with two actors")  # fmt: skip
+        # 1. kill -9 an actor mid-stream: the learner keeps updating, the launcher restarts it
+        victim = watch.beats["actor:0"].pid
+        os.kill(victim, signal.SIGKILL)
+        before = watch.updates
+        watch.until(lambda: watch.beats["actor:0"].pid != victim, 60, "actor-0 restarted")
+        watch.until(lambda: watch.updates > before + 2, 60, "updates after the actor kill")
+
+        # 2. kill -9 the learner: restarted from its checkpoint; actors rejoin by themselves
+        watch.until(lambda: bool(list_checkpoints(run_dir)), 30, "a checkpoint")
+        learner = watch.beats["learner:0"]
+        survivor = watch.beats["actor:1"].pid
+        version_at_kill = watch.statuses[-1].policy_version
+        os.kill(learner.pid, signal.SIGKILL)
+        watch.until(lambda: watch.beats["learner:0"].run_id != learner.run_id, 90,
+                    "a new learner incarnation")  # fmt: skip
+        restarted_at = watch.updates
+        watch.until(lambda: watch.statuses[-1].updates > restarted_at + 2
+                    and watch.statuses[-1].learner_run_id != learner.run_id,
+                    120, "updates from the restarted learner")  # fmt: skip
+        assert watch.beats["actor:1"].pid == survivor  # reconnected, not restarted
+        versions = [s.policy_version for s in watch.statuses]
+        assert versions == sorted(versions), "policy_version went backwards"
+        assert versions[-1] > version_at_kill
+    finally:
+        watch.close()
+        stop(proc)
+    learner_log = (run_dir / "logs" / "learner.log").read_text()
+    assert "resumed from" in learner_log
+    assert "learner restarted" in (run_dir / "logs" / "actor-1.log").read_text()
+    counters = learner_counters(run_dir)
+    assert counters["lost"] == 0
+    assert counters["sent"] == (
+        counters["accepted"] + counters["rejected"] + counters["dropped_stale"]
+        + counters["duplicates"]
+    )  # fmt: skip
+
+
+def test_sigkill_during_a_checkpoint_write_leaves_a_loadable_checkpoint(
+    tmp_path: Path, endpoints: list[str]
+) -> None:
+    run_dir = tmp_path / "ckpt"
+    proc = start(run_dir, endpoints, "--run.checkpoint_interval_s", "1",
+                 env={"MARIO_FAULT_CHECKPOINT_DELAY_S": "4"})  # fmt: skip
+    watch = Watch(endpoints[3])
+    folder = run_dir / "checkpoints"
+    try:
+        watch.until(lambda: "learner:0" in watch.beats, 90, "the learner")
+        watch.until(lambda: folder.is_dir() and any(folder.glob("ckpt-*.pt"))
+                    and any(folder.glob(".ckpt-*.tmp")), 90, "a write in progress")  # fmt: skip
+        os.kill(watch.beats["learner:0"].pid, signal.SIGKILL)
+        state = load_checkpoint(latest_checkpoint(run_dir))  # the newest file on disk loads
+        assert state["counters"]["updates"] >= 0
+        watch.until(lambda: "resumed from" in (run_dir / "logs" / "learner.log").read_text(),
+                    90, "the learner resumed")  # fmt: skip
+    finally:
+        watch.close()
+        stop(proc)
+    assert not any(folder.glob(".ckpt-*.tmp"))
+    assert "cut short" in (run_dir / "logs" / "learner.log").read_text()
+
+
+def test_hung_actor_is_declared_dead_restarted_and_leaves_a_stack_dump(
+    tmp_path: Path, endpoints: list[str]
+) -> None:
+    run_dir = tmp_path / "hung"
+    proc = start(
+        run_dir, endpoints, "--env.id", "tests.fixtures.hanging_env:HangingCartPole-v0",
+        "--model.torso", "mlp", "--actor.num_envs", "1", "--telemetry.stall_after_s", "2",
+        "--telemetry.stale_after_s", "3", "--telemetry.dead_after_s", "6",
+    )  # fmt: skip
+    watch = Watch(endpoints[3])
+    try:
+        watch.until(lambda: "actor:0" in watch.beats, 90, "the actor")
+        first = watch.beats["actor:0"].pid
+        watch.until(lambda: watch.beats["actor:0"].state == "dead", 60, "declared dead")
+        watch.until(lambda: watch.beats["actor:0"].pid != first, 60, "a restarted actor")
+    finally:
+        watch.close()
+        out = stop(proc)
+    dumps = list((run_dir / "stalls").glob("actor-0-*.txt"))
+    assert dumps and "hang_forever_in_step" in dumps[0].read_text()
+    assert re.search(r"actor-0 \(pid \d+\) declared dead by the learner", out), out
+
+
+@pytest.mark.slow
+def test_slowed_learner_keeps_memory_bounded_and_counts_stale_drops(
+    tmp_path: Path, endpoints: list[str]
+) -> None:
+    run_dir = tmp_path / "slow"
+    proc = start(run_dir, endpoints, "--learner.max_policy_lag", "1",
+                 env={"MARIO_FAULT_TRAIN_SLEEP_S": "1.0"})  # fmt: skip
+    watch = Watch(endpoints[3])
+    rss: dict[str, list[tuple[float, float]]] = {"learner:0": [], "actor:0": []}
+    try:
+        watch.until(lambda: watch.updates >= 1, 120, "the first update")
+        start_time = time.monotonic()
+        while time.monotonic() - start_time < 120:
+            watch.pump(1.0)
+            for key, series in rss.items():
+                if key in watch.beats:
+                    series.append((time.monotonic() - start_time, watch.beats[key].rss_mb))
+    finally:
+        watch.close()
+        stop(proc)
+    for key, series in rss.items():
+        first = max(v for t, v in series if t < 60)
+        second = max(v for t, v in series if t >= 60)
+        assert second < first * 1.10 + 20, f"{key} RSS grew from {first:.0f} to {second:.0f} MB"
+    assert learner_counters(run_dir)["dropped_stale"] > 0
