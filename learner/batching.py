@@ -78,7 +78,7 @@ TIME_MAJOR_FIELDS = (
     "policy_version",
 )
 """Fields laid out ``[T or T+1, B, ...]``: sliced along dim 1."""
-BATCH_MAJOR_FIELDS: tuple[str, ...] = ()
+BATCH_MAJOR_FIELDS: tuple[str, ...] = ("initial_core_state",)
 """Per-unroll fields laid out ``[B, ...]`` (e.g. an initial recurrent state): sliced along dim 0."""
 _TRUNCATION_FIELDS = ("truncated_obs", "truncated_index")
 
@@ -110,7 +110,13 @@ def slice_batch(batch: Batch, lo: int, hi: int) -> Batch:
     keep = (col >= lo) & (col < hi)
     cols = slice(lo, hi)
     changes = {name: getattr(batch, name)[:, cols] for name in TIME_MAJOR_FIELDS}
-    changes.update({name: getattr(batch, name)[cols] for name in BATCH_MAJOR_FIELDS})
+    changes.update(
+        {
+            name: getattr(batch, name)[cols]
+            for name in BATCH_MAJOR_FIELDS
+            if getattr(batch, name) is not None
+        }
+    )
     changes["truncated_obs"] = batch.truncated_obs[keep]
     changes["truncated_index"] = (t[keep] * (hi - lo) + (col[keep] - lo)).to(torch.int64)
     return batch._replace(**changes)

@@ -55,6 +55,8 @@ class Batch(NamedTuple):
         truncated_obs: [N, *obs_shape] final observations of truncated steps.
         truncated_index: [N] int64 flat index ``t * B + b`` of each truncated step, row for
             row with ``truncated_obs``.
+        initial_core_state: [B, *state_shape] float32 recurrent core state before each
+            unroll's first step (``[B, 0]`` for a feed-forward model).
     """
 
     obs: Tensor
@@ -66,6 +68,7 @@ class Batch(NamedTuple):
     policy_version: Tensor
     truncated_obs: Tensor
     truncated_index: Tensor
+    initial_core_state: Tensor | None = None
 
     @property
     def unroll_length(self) -> int:
@@ -108,6 +111,9 @@ def collate(trajectories: Sequence[Trajectory], device: torch.device | str = "cp
         policy_version=stack("policy_version"),
         truncated_obs=torch.from_numpy(np.ascontiguousarray(obs_rows)).to(device),
         truncated_index=torch.as_tensor(index, dtype=torch.int64, device=device),
+        initial_core_state=torch.from_numpy(
+            np.stack([t.initial_core_state for t in trajectories])
+        ).to(device),
     )
 
 
@@ -431,24 +437,51 @@ class Learner:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _forward(self, obs: Tensor) -> Any:
-        """The training model's :class:`models.PolicyOutput` for ``obs`` under the autocast."""
+    def _forward(
+        self, obs: Tensor, core_state: Tensor | None = None, reset: Tensor | None = None
+    ) -> Any:
+        """The training model's :class:`models.PolicyOutput` under the autocast.
+
+        ``obs`` [T+1, B, ...]; for a recurrent core also ``core_state`` [B, *state_shape] and
+        ``reset`` [T+1, B] bool (zero the state before that step).
+        """
         with self._autocast():
-            return self.train_model(obs)
+            if self.model.state_shape == (0,):
+                return self.train_model(obs)
+            return self.train_model(obs, core_state, reset)
+
+    def _final_values(self, batch: Batch) -> Tensor:
+        """V(final observation) [N] of truncated steps, no grad.
+
+        With a recurrent core the exact value would need the core state at that step, which
+        the batch does not carry; the core runs one step from its initial (zero) state there,
+        an approximation that only touches the rare time-limit truncations.
+        """
+        with torch.no_grad():
+            if self.model.state_shape == (0,):
+                return self._forward(batch.truncated_obs).value.float()
+            n = batch.truncated_obs.shape[0]
+            zeros = self.model.initial_state(n, device=self.device)
+            return self._forward(batch.truncated_obs[None], zeros).value[0].float()
 
     def _losses(
         self, batch: Batch, weights: Tensor | None, entropy_cost: float
     ) -> tuple[Tensor, Tensor, Tensor]:
         """(total loss, [len(_STAT_KEYS)] stats, [B] priorities) of one (micro-)batch."""
         lc = self.config.learner
-        out = self._forward(batch.obs)
+        reset = None
+        if self.model.state_shape != (0,):
+            # the state is re-run over the unroll and zeroed after every episode end; the
+            # actor zeroed it already before row 0 if the previous step ended an episode
+            done = batch.terminated | batch.truncated
+            reset = torch.cat([torch.zeros_like(done[:1]), done], dim=0)
+        out = self._forward(batch.obs, batch.initial_core_state, reset)
         # the model returns float32 logits and values even under autocast
         logits, values = out.logits[:-1], out.value[:-1]
         bootstrap_value = out.value[-1]
         final_values = None
         if batch.truncated_index.numel():
-            with torch.no_grad():
-                final_values = self._forward(batch.truncated_obs).value.float()
+            final_values = self._final_values(batch)
         rewards, discounts = bootstrap_inputs(
             batch, final_values, lc.discount, lc.reward_scale, lc.reward_clip
         )

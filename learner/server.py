@@ -35,7 +35,7 @@ from learner.checkpoint import (
 )
 from learner.credits import CreditLedger
 from learner.fleet import DEAD, FleetView
-from learner.learner import Learner, collate
+from learner.learner import Learner
 from learner.reporting import Reporter
 from models.weights import flatten_state
 from protocol import transport
@@ -299,11 +299,12 @@ class LearnerServer:
 
     # -- training ------------------------------------------------------------------------
     def _train(self) -> None:
-        b = self.config.learner.batch_size
+        b = self.learner.fresh_per_step  # batch_size, less the replayed share
         taken = [self.pending.popleft() for _ in range(b)]
-        batch = collate([traj for _, traj in taken], self.learner.device)
-        lag = (self.policy_version - batch.policy_version).float()
-        metrics = self.learner.train_step(batch)
+        fresh = [traj for _, traj in taken]
+        lag = self.policy_version - np.stack([t.policy_version for t in fresh]).astype(np.float64)
+        progress = self.env_frames / self.config.run.total_env_frames
+        metrics = self.learner.step(fresh, progress)
         self.reporter.record_update(metrics, float(lag.mean()), float(lag.max()))
         self.env_frames += b * self.frames_per_unroll
         if self._fault_sleep_s:
@@ -382,7 +383,7 @@ class LearnerServer:
         while not self.stopping and self.env_frames < rc.total_env_frames:
             self.watchdog.progress()
             self._receive(timeout_ms=50)
-            if len(self.pending) >= self.config.learner.batch_size:
+            if len(self.pending) >= self.learner.fresh_per_step:
                 self._train()
             now = time.monotonic()
             if now - last_beat >= self.config.telemetry.heartbeat_interval_s:
