@@ -183,6 +183,9 @@ def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> Message:
     total = sum(v.nbytes for v in views)
     if total > limits.max_total_bytes:
         raise ProtocolError("frames", "too_large", f"{total} bytes in all")
+    biggest = max(v.nbytes for v in views[1:]) if len(views) > 1 else 0
+    if biggest > limits.max_frame_bytes:
+        raise ProtocolError("frames", "too_large", f"a {biggest}-byte frame")
     try:
         header = msgpack.unpackb(
             views[0],

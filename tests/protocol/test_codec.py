@@ -227,7 +227,7 @@ def test_bad_episode_stats_are_named() -> None:
 def test_size_limits_apply_before_decoding() -> None:
     frames = encode(make_trajectory())
     _reject(frames, "frames", "too_many_frames", Limits(max_frames=3))
-    _reject(frames, "obs", "too_large", Limits(max_frame_bytes=1000))
+    _reject(frames, "frames", "too_large", Limits(max_frame_bytes=1000))
     _reject(frames, "frames", "too_large", Limits(max_total_bytes=1000))
     _reject(frames, "header", "too_large", Limits(max_header_bytes=10))
     _reject([], "frames", "no_frames")
