@@ -408,6 +408,19 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """ZeroMQ CURVE encryption and authentication (keys made by ``launcher.py keys``)."""
+
+    curve: bool = option(
+        False, "Encrypt every socket and accept only actors whose key is allow-listed."
+    )
+    keys_dir: str = option("keys", "Directory of the CURVE certificates (launcher.py keys).")
+    client_name: str = option(
+        "local", "Client certificate the launcher gives the processes it starts."
+    )
+
+
+@dataclass(frozen=True)
 class TelemetryConfig:
     """Heartbeats, liveness and stall diagnostics (the ZeroMQ guide's Paranoid Pirate timing)."""
 
@@ -443,6 +456,7 @@ class Config:
     learner: LearnerConfig = LearnerConfig()
     network: NetworkConfig = NetworkConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
+    security: SecurityConfig = SecurityConfig()
     eval: EvalConfig = EvalConfig()
     replay: ReplayConfig = ReplayConfig()
 

@@ -9,6 +9,7 @@ which writes a final checkpoint).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import sys
@@ -30,6 +31,7 @@ from launch.supervisor import Child, RestartPolicy
 from learner.checkpoint import list_checkpoints
 from protocol import transport
 from protocol.messages import Heartbeat, LearnerStatus, ProtocolError
+from protocol.security import client_env
 from telemetry.heartbeat import HeartbeatBuilder, HeartbeatSender
 from telemetry.registry import register, unregister
 
@@ -212,6 +214,10 @@ class Launcher:
 
     def run(self) -> int:
         """Supervise until the learner finishes, a process fails for good, or a stop signal."""
+        sec = self.config.security
+        if sec.curve:
+            # every socket made from here on, ours and our children's, is a CURVE client
+            os.environ.update(client_env(Path(sec.keys_dir).resolve(), sec.client_name))
         ctx = zmq.Context.instance()
         sub = transport.connect_sub(
             ctx, self.broadcast, (transport.TOPIC_STATUS, transport.TOPIC_HEARTBEAT)

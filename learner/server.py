@@ -18,6 +18,7 @@ import uuid
 from collections import deque
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import tomli_w
@@ -53,6 +54,7 @@ from protocol.messages import (
     Weights,
     Welcome,
 )
+from protocol.security import server_keys, start_authenticator
 from telemetry.heartbeat import HeartbeatBuilder
 from telemetry.stall import StallWatchdog
 
@@ -113,8 +115,23 @@ class LearnerServer:
         self.watchdog = StallWatchdog(run_dir / "stalls", "learner-0", tc.stall_after_s)
         self.stopping = False
         self.ctx = zmq.Context.instance()
-        self.router = transport.bind_router(self.ctx, config.network.trajectory_endpoint)
-        self.pub = transport.bind_pub(self.ctx, config.network.broadcast_endpoint)
+        self.auth = None
+        curve = None
+        if config.security.curve:
+            curve = server_keys(Path(config.security.keys_dir))
+            self.auth = start_authenticator(self.ctx, curve)
+        else:
+            for endpoint in (config.network.trajectory_endpoint,
+                             config.network.broadcast_endpoint):  # fmt: skip
+                if not is_loopback(endpoint):
+                    log.warning(
+                        "binding %s without CURVE: anyone who reaches it can send unrolls and "
+                        "read weights; set security.curve = true (keys: launcher.py keys)",
+                        endpoint,
+                    )
+        nw = config.network
+        self.router = transport.bind_router(self.ctx, nw.trajectory_endpoint, curve=curve)
+        self.pub = transport.bind_pub(self.ctx, nw.broadcast_endpoint, curve=curve)
         self.reporter = Reporter(run_dir)
         self.config_toml = tomli_w.dumps(schema.to_dict(config))
         self._weights: Weights | None = None
@@ -423,6 +440,17 @@ class LearnerServer:
         self.episodes.close()
         self.router.close(0)
         self.pub.close(linger=500)
+        if self.auth is not None:
+            self.auth.stop()
+
+
+def is_loopback(endpoint: str) -> bool:
+    """Whether a bind endpoint is reachable from this machine only (ipc, inproc, loopback)."""
+    parts = urlsplit(endpoint)
+    if parts.scheme != "tcp":
+        return True
+    host = parts.hostname or ""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 def serve(config: schema.Config, run_dir: Path, resume: Path | None) -> int:

@@ -9,6 +9,10 @@ launcher agree on patterns and limits:
   monitor SUB, one topic frame first (``weights``, ``status``, ``heartbeat``).
 - heartbeats: every process's heartbeat thread has its own DEALER to the learner ROUTER.
 
+Client sockets take CURVE keys from the environment (:mod:`protocol.security`), so every
+process started with them, actor, heartbeat thread, launcher, monitor or eval actor, is
+secured the same way.
+
 Bounded queues everywhere: the learner's credits (see :class:`protocol.messages.Credit`) cap
 the unrolls each actor has in flight, HWMs back them up at the socket level, and the PUB's send
 HWM drops old broadcasts for a slow subscriber instead of growing (a later weights message
@@ -25,6 +29,7 @@ import zmq
 
 from protocol.codec import DEFAULT_LIMITS, decode, encode
 from protocol.messages import Message
+from protocol.security import ServerKeys, client_keys_from_env, secure_client, secure_server
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +46,13 @@ def _common(sock: zmq.Socket[Any], linger_ms: int) -> zmq.Socket[Any]:
     return sock
 
 
-def bind_router(ctx: zmq.Context[Any], endpoint: str, rcvhwm: int = 64) -> zmq.Socket[Any]:
-    """Learner side of the unroll channel. ``rcvhwm`` caps messages buffered per peer."""
+def bind_router(
+    ctx: zmq.Context[Any], endpoint: str, rcvhwm: int = 64, curve: ServerKeys | None = None
+) -> zmq.Socket[Any]:
+    """Learner side of the unroll channel. ``rcvhwm`` caps messages buffered per peer;
+    ``curve`` makes it a CURVE server (start the authenticator first)."""
     sock = _common(ctx.socket(zmq.ROUTER), 0)
+    secure_server(sock, curve)
     sock.setsockopt(zmq.RCVHWM, rcvhwm)
     sock.setsockopt(zmq.SNDHWM, 8)
     sock.bind(endpoint)
@@ -59,6 +68,7 @@ def connect_dealer(ctx: zmq.Context[Any], endpoint: str, sndhwm: int = 64) -> zm
     endpoint is found again without a new socket.
     """
     sock = _common(ctx.socket(zmq.DEALER), 1000)
+    secure_client(sock, client_keys_from_env())
     sock.setsockopt(zmq.SNDHWM, sndhwm)
     sock.setsockopt(zmq.RCVHWM, 8)
     sock.setsockopt(zmq.RECONNECT_IVL, 100)
@@ -67,9 +77,12 @@ def connect_dealer(ctx: zmq.Context[Any], endpoint: str, sndhwm: int = 64) -> zm
     return sock
 
 
-def bind_pub(ctx: zmq.Context[Any], endpoint: str, sndhwm: int = 4) -> zmq.Socket[Any]:
-    """Learner's broadcast socket for weights and status."""
+def bind_pub(
+    ctx: zmq.Context[Any], endpoint: str, sndhwm: int = 4, curve: ServerKeys | None = None
+) -> zmq.Socket[Any]:
+    """Learner's broadcast socket for weights, status and heartbeats."""
     sock = _common(ctx.socket(zmq.PUB), 0)
+    secure_server(sock, curve)
     sock.setsockopt(zmq.SNDHWM, sndhwm)
     sock.bind(endpoint)
     return sock
@@ -78,6 +91,7 @@ def bind_pub(ctx: zmq.Context[Any], endpoint: str, sndhwm: int = 4) -> zmq.Socke
 def connect_sub(ctx: zmq.Context[Any], endpoint: str, topics: tuple[bytes, ...]) -> zmq.Socket[Any]:
     """Subscriber to the learner's broadcasts, filtered to ``topics`` (filtered at the PUB)."""
     sock = _common(ctx.socket(zmq.SUB), 0)
+    secure_client(sock, client_keys_from_env())
     sock.setsockopt(zmq.RCVHWM, 4)
     sock.setsockopt(zmq.RECONNECT_IVL, 100)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
