@@ -10,10 +10,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
+import zlib
 from pathlib import Path
 
 from actor.worker import ActorOptions, main
+
+
+def default_actor_id() -> int:
+    """An id unlikely to collide across machines and containers: host name hash and pid."""
+    host = zlib.crc32(socket.gethostname().encode()) % 100_000
+    return host * 1000 + os.getpid() % 1000
 
 
 def parse_args(argv: list[str] | None = None) -> ActorOptions:

@@ -139,6 +139,8 @@ class Actor:
             self.ctx, broadcast, (transport.TOPIC_WEIGHTS, transport.TOPIC_STATUS)
         )
         self.config = config
+        # heartbeats start now: building envs can take seconds, and a silent actor is dead
+        self._start_telemetry()
         self._build(config)
         while self.policy_version < 0:
             msg = self._recv(self.dealer, deadline)
@@ -233,7 +235,10 @@ class Actor:
         )  # fmt: skip
         self.recurrent = self.model.state_shape != (0,)
         base_seed = config.run.seed + 1000 * self.options.actor_id
-        self.envs = [make_env(config.env, seed=base_seed + i) for i in range(self.num_envs)]
+        self.envs = []
+        for i in range(self.num_envs):
+            self.envs.append(make_env(config.env, seed=base_seed + i))
+            self.watchdog.progress()  # building envs is progress, not a stall
         self.frames_per_step = config.env.frames_per_step
 
     def _load(self, weights: Weights) -> None:
@@ -336,7 +341,6 @@ class Actor:
         core_state = self.model.initial_state(self.num_envs)
         self.model.reset_noise()
         self.last_heard = time.monotonic()
-        self._start_telemetry()
         while not self.stopping and not self.done:
             self.watchdog.progress()
             self._drain()

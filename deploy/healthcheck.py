@@ -24,7 +24,9 @@ Where the endpoint comes from, first match wins:
 4. ``MARIO_LEARNER`` with its port + 1 (the launcher's convention for the broadcast port);
 5. ``tcp://127.0.0.1:5556`` (the default config's).
 
-For watching a run, use ``launcher.py monitor`` (the compose ``monitor`` service runs it).
+With CURVE on, the check is a client like any other: ``MARIO_CURVE_CERT`` and
+``MARIO_CURVE_SERVER`` in the container's environment secure its socket (docker-compose.curve.yml
+sets them). For watching a run, use ``launcher.py monitor`` (the compose ``monitor`` service).
 """
 
 from __future__ import annotations
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = zmq.Context()
     try:
         sock = transport.connect_sub(ctx, endpoint, topics)
-    except zmq.ZMQError as exc:
+    except (zmq.ZMQError, RuntimeError) as exc:  # RuntimeError: CURVE keys named but unusable
         ctx.destroy(linger=0)  # closes the half-made socket too, or term() would block
         print(f"unhealthy: cannot connect to {endpoint!r}: {exc}", file=sys.stderr)
         return EXIT_UNHEALTHY

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from configs import schema
 from configs.cli import DEFAULT_CONFIG, add_config_arguments, config_from_args
-from learner.checkpoint import CheckpointError, resolve_resume
+from learner.checkpoint import CheckpointError, list_checkpoints, resolve_resume
 from learner.server import serve
 
 log = logging.getLogger("learner")
@@ -41,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fallback = saved if saved.is_file() else DEFAULT_CONFIG
         config = config_from_args(args, fallback=fallback)
-        resume = resolve_resume(args.resume, args.run_dir) if args.resume else None
+        if args.resume == "auto":
+            found = list_checkpoints(run_dir)
+            resume = found[-1] if found else None
+        else:
+            resume = resolve_resume(args.resume, args.run_dir) if args.resume else None
     except (schema.ConfigError, CheckpointError) as exc:
         log.error("%s", exc)
         return 2

@@ -156,9 +156,11 @@ def test_late_joiners_start_from_the_current_weights(learner_and_first_actor, tm
         late.append(moving)
         moving.join()
         after = watcher.latest_version()
-        assert 0 < before <= moving.policy_version <= after
+        joined_at = moving.policy_version
+        assert 0 < before <= joined_at <= after
         unroll = first_unroll(moving)
-        assert unroll.policy_version[0] >= moving.policy_version > 0
+        # the first step acts on the join's weights, or on newer ones loaded just before it
+        assert unroll.policy_version[0] >= joined_at > 0
         assert (np.diff(unroll.policy_version) >= 0).all()  # versions never go backwards
         late.remove(moving)
         moving.close()

@@ -1,0 +1,1 @@
+"""Hyperparameter search over real training runs (``launcher.py tune``)."""
