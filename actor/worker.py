@@ -325,6 +325,8 @@ class Actor:
                 self.sent += 1
                 return
             self.dealer.poll(100)  # wake as soon as a credit arrives
+            # waiting on the learner's flow control is backpressure, not a stall
+            self.watchdog.progress()
             self._drain()
             self._check_alive()
 

@@ -63,10 +63,11 @@ class Launcher:
     """Starts and supervises one learner and N actors (plus an eval actor) for a run.
 
     Supervision: an actor that exits, crashes or is declared dead by the learner's fleet view
-    is restarted (a new process, so a new run id) after a backoff of 1 s doubling to 30 s; a
-    learner that crashes is restarted from the run's latest checkpoint; a process that fails
-    more than ``run.max_restarts`` times within ``run.restart_window_s`` ends the run with a
-    clear message and exit status 1. The eval actor never ends the run.
+    (and stays so for another ``telemetry.dead_after_s``) is restarted (a new process, so a
+    new run id) after a backoff of 1 s doubling to 30 s; a learner that crashes is restarted
+    from the run's latest checkpoint; a process that fails more than ``run.max_restarts``
+    times within ``run.restart_window_s`` ends the run with a clear message and exit status 1.
+    The eval actor never ends the run.
 
     With ``remote`` set, only the actors are started, against a learner elsewhere; their
     config (env, model, unroll length) then comes from that learner's welcome.
@@ -117,6 +118,7 @@ class Launcher:
                 run_dir / "logs" / "eval.log",
             )  # fmt: skip
         self.status: LearnerStatus | None = None
+        self.dead_since: dict[str, tuple[float, int]] = {}  # actor id -> (declared dead, pid)
 
     def _learner_argv(self, resume: Path | None) -> list[str]:
         argv = [sys.executable, "-m", "learner", "--run-dir", str(self.run_dir)]
@@ -159,12 +161,28 @@ class Launcher:
             child.close()
 
     def _on_heartbeat(self, hb: Heartbeat) -> None:
-        """Kill an actor of ours that the learner declared dead; supervision restarts it."""
+        """Note when one of our actors is declared dead, or comes back."""
         child = self.actors.get(hb.id) if hb.role == "actor" else None
-        if child is not None and hb.state == "dead" and hb.pid == child.pid and child.running:
-            log.warning("%s (pid %d) declared dead by the learner: killing it to restart it",
-                        child.name, hb.pid)  # fmt: skip
-            child.kill()
+        if child is None or hb.pid != child.pid:
+            return
+        if hb.state == "dead":
+            self.dead_since.setdefault(hb.id, (time.monotonic(), hb.pid))
+        else:
+            self.dead_since.pop(hb.id, None)
+
+    def _reap_dead(self) -> None:
+        """Kill actors that stayed dead for another ``dead_after_s`` (a grace period in which a
+        paused process may come back); supervision then restarts them."""
+        grace = self.config.telemetry.dead_after_s
+        for actor_id, (since, pid) in list(self.dead_since.items()):
+            child = self.actors[actor_id]
+            if child.pid != pid or not child.running:
+                del self.dead_since[actor_id]
+            elif time.monotonic() - since >= grace:
+                log.warning("%s (pid %d) declared dead by the learner: killing it to restart it",
+                            child.name, pid)  # fmt: skip
+                child.kill()
+                del self.dead_since[actor_id]
 
     def _restart(self, child: Child, rc: int, fatal: bool) -> None:
         """Schedule a restart after a failure, or give up (raise if ``fatal``)."""
@@ -187,6 +205,7 @@ class Launcher:
         Raises:
             GiveUp: an actor or the learner failed too often.
         """
+        self._reap_dead()
         for child in self.children:
             if child.due():
                 child.restarts += 1

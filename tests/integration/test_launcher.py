@@ -95,12 +95,12 @@ def test_learner_that_cannot_start_fails_the_run_with_its_log(tmp_path: Path, en
         blocker.listen()
         done = subprocess.run(
             [sys.executable, str(ROOT / "launcher.py"), "--config", "configs/smoke.toml",
-             "--run-dir", str(tmp_path / "fail"), *endpoints],
+             "--run-dir", str(tmp_path / "fail"), "--run.max_restarts", "1", *endpoints],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
             env={**os.environ, "COLUMNS": "200"},
         )  # fmt: skip
     assert done.returncode == 1, done.stdout
-    assert "learner exited with status" in done.stdout
+    assert "learner failed 2 times within" in done.stdout  # restarted once, then given up
     assert "Address already in use" in done.stdout
 
 
