@@ -3,88 +3,16 @@ checkpoint write, a hung actor, a slowed learner."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import zmq
 
 from learner.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
-from protocol import transport
-from protocol.messages import Heartbeat, LearnerStatus
-from tests.conftest import ROOT
-
-LONG_SMOKE = ["--config", "configs/smoke.toml", "--run.total_env_frames", "100_000_000"]
-
-
-def start(
-    run_dir: Path, endpoints: list[str], *extra: str, env: dict | None = None
-) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "launcher.py"), *LONG_SMOKE, "--run-dir", str(run_dir),
-         *endpoints, *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, **(env or {})},
-    )  # fmt: skip
-
-
-def stop(proc: subprocess.Popen[str]) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=180)
-    assert proc.returncode == 0, out
-    return out
-
-
-class Watch:
-    """Follows the learner's broadcasts: latest heartbeat per process, every status."""
-
-    def __init__(self, broadcast: str) -> None:
-        self.sock = transport.connect_sub(
-            zmq.Context.instance(), broadcast, (transport.TOPIC_HEARTBEAT, transport.TOPIC_STATUS)
-        )
-        self.beats: dict[str, Heartbeat] = {}
-        self.statuses: list[LearnerStatus] = []
-
-    def pump(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            if self.sock.poll(100):
-                _, msg = transport.recv(self.sock, prefix_frames=1)
-                if isinstance(msg, Heartbeat):
-                    self.beats[msg.key] = msg
-                elif isinstance(msg, LearnerStatus):
-                    self.statuses.append(msg)
-
-    def until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-        end = time.monotonic() + timeout
-        while not predicate():
-            assert time.monotonic() < end, f"timed out waiting for {what}"
-            self.pump(0.2)
-
-    @property
-    def updates(self) -> int:
-        return self.statuses[-1].updates if self.statuses else 0
-
-    def close(self) -> None:
-        self.sock.close(0)
-
-
-def learner_counters(run_dir: Path) -> dict[str, float]:
-    """Counters of the last learner heartbeat in heartbeats.jsonl (after a clean stop)."""
-    beats = [
-        json.loads(line)
-        for line in (run_dir / "heartbeats.jsonl").read_text().splitlines()
-        if '"role": "learner"' in line
-    ]
-    return beats[-1]["counters"]
+from tests.integration.fleet import Watch, learner_counters, start_launcher, stop
 
 
 @pytest.mark.slow
@@ -92,7 +20,7 @@ def test_killed_actor_and_killed_learner_are_restarted_and_nothing_is_lost(
     tmp_path: Path, endpoints: list[str]
 ) -> None:
     run_dir = tmp_path / "kills"
-    proc = start(run_dir, endpoints, "--run.num_actors", "2", "--actor.num_envs", "2",
+    proc = start_launcher(run_dir, endpoints, "--run.num_actors", "2", "--actor.num_envs", "2",
                  "--learner.batch_size", "2", "--run.checkpoint_interval_s", "3")  # fmt: skip
     watch = Watch(endpoints[3])
     try:
@@ -139,7 +67,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_a_loadable_checkpoint(
     tmp_path: Path, endpoints: list[str]
 ) -> None:
     run_dir = tmp_path / "ckpt"
-    proc = start(run_dir, endpoints, "--run.checkpoint_interval_s", "1",
+    proc = start_launcher(run_dir, endpoints, "--run.checkpoint_interval_s", "1",
                  env={"MARIO_FAULT_CHECKPOINT_DELAY_S": "4"})  # fmt: skip
     watch = Watch(endpoints[3])
     folder = run_dir / "checkpoints"
@@ -163,7 +91,7 @@ def test_hung_actor_is_declared_dead_restarted_and_leaves_a_stack_dump(
     tmp_path: Path, endpoints: list[str]
 ) -> None:
     run_dir = tmp_path / "hung"
-    proc = start(
+    proc = start_launcher(
         run_dir, endpoints, "--env.id", "tests.fixtures.hanging_env:HangingCartPole-v0",
         "--model.torso", "mlp", "--actor.num_envs", "1", "--telemetry.stall_after_s", "2",
         "--telemetry.stale_after_s", "3", "--telemetry.dead_after_s", "6",
@@ -187,7 +115,7 @@ def test_slowed_learner_keeps_memory_bounded_and_counts_stale_drops(
     tmp_path: Path, endpoints: list[str]
 ) -> None:
     run_dir = tmp_path / "slow"
-    proc = start(run_dir, endpoints, "--learner.max_policy_lag", "1",
+    proc = start_launcher(run_dir, endpoints, "--learner.max_policy_lag", "1",
                  env={"MARIO_FAULT_TRAIN_SLEEP_S": "1.0"})  # fmt: skip
     watch = Watch(endpoints[3])
     rss: dict[str, list[tuple[float, float]]] = {"learner:0": [], "actor:0": []}

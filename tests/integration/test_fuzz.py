@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import signal
@@ -28,6 +27,7 @@ from protocol.messages import (
     Welcome,
 )
 from tests.conftest import ROOT
+from tests.integration.fleet import learner_counters
 
 MESSAGES = 10_500
 
@@ -40,15 +40,6 @@ class Evil:
 
     def __reduce__(self):  # pragma: no cover - must never run
         return (Path.write_text, (self.marker, "pwned"))
-
-
-def learner_counters(run_dir: Path) -> dict[str, float]:
-    beats = [
-        json.loads(line)
-        for line in (run_dir / "heartbeats.jsonl").read_text().splitlines()
-        if '"role": "learner"' in line
-    ]
-    return beats[-1]["counters"]
 
 
 class Fuzzer:

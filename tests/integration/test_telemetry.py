@@ -8,63 +8,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import zmq
-
-from protocol import transport
-from protocol.messages import Heartbeat
 from tests.conftest import ROOT
-
-LONG_RUN = ["--config", "configs/smoke.toml", "--run.total_env_frames", "100_000_000"]
-
-
-def start_launcher(run_dir: Path, endpoints: list[str], *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "launcher.py"), *LONG_RUN, "--run-dir", str(run_dir),
-         *endpoints, *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-
-
-def stop(proc: subprocess.Popen[str]) -> str:
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out
-    return out
-
-
-class Stream:
-    """Subscribes to a learner's heartbeat stream and keeps the latest heartbeat per process."""
-
-    def __init__(self, broadcast: str) -> None:
-        self.sock = transport.connect_sub(
-            zmq.Context.instance(), broadcast, (transport.TOPIC_HEARTBEAT,)
-        )
-        self.latest: dict[str, Heartbeat] = {}
-
-    def pump(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            if self.sock.poll(100):
-                _, msg = transport.recv(self.sock, prefix_frames=1)
-                if isinstance(msg, Heartbeat):
-                    self.latest[msg.key] = msg
-
-    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> float:
-        """Seconds it took until ``predicate()`` held; fails after ``timeout``."""
-        start = time.monotonic()
-        while not predicate():
-            assert time.monotonic() - start < timeout, f"timed out; saw {self.states()}"
-            self.pump(0.2)
-        return time.monotonic() - start
-
-    def states(self) -> dict[str, str]:
-        return {k: h.state for k, h in self.latest.items()}
-
-    def close(self) -> None:
-        self.sock.close(0)
+from tests.integration.fleet import Watch, start_launcher, stop
 
 
 def actors_joined(run_dir: Path, n: int) -> bool:
@@ -78,33 +25,33 @@ def test_fleet_marks_a_stopped_actor_stale_then_dead_then_alive(tmp_path: Path, 
         run_dir, endpoints, "--run.num_actors", "3", "--actor.num_envs", "1",
         "--telemetry.stale_after_s", "2", "--telemetry.dead_after_s", "5",
     )  # fmt: skip
-    stream = Stream(endpoints[3])
+    stream = Watch(endpoints[3])
     try:
         deadline = time.monotonic() + 120
         while not actors_joined(run_dir, 3):
             assert time.monotonic() < deadline and proc.poll() is None, "actors never joined"
             stream.pump(0.5)
         want = {"learner:0", "actor:0", "actor:1", "actor:2"}
-        stream.wait_for(
+        stream.until(
             lambda: (
-                want <= set(stream.latest) and any(k.startswith("launcher:") for k in stream.latest)
+                want <= set(stream.beats) and any(k.startswith("launcher:") for k in stream.beats)
             ),
             timeout=5,
         )
-        victim = stream.latest["actor:1"]
+        victim = stream.beats["actor:1"]
         assert victim.state == "alive" and victim.gpu is None  # no NVIDIA driver here
 
         os.kill(victim.pid, signal.SIGSTOP)
         stopped = time.monotonic()
         try:
-            stream.wait_for(lambda: stream.latest["actor:1"].state == "stale", timeout=10)
+            stream.until(lambda: stream.beats["actor:1"].state == "stale", timeout=10)
             assert time.monotonic() - stopped < 2 + 1 + 2.5  # stale_after + interval + slack
-            stream.wait_for(lambda: stream.latest["actor:1"].state == "dead", timeout=15)
+            stream.until(lambda: stream.beats["actor:1"].state == "dead", timeout=15)
             assert time.monotonic() - stopped < 5 + 1 + 2.5
-            assert stream.latest["actor:0"].state == "alive"
+            assert stream.beats["actor:0"].state == "alive"
         finally:
             os.kill(victim.pid, signal.SIGCONT)
-        stream.wait_for(lambda: stream.latest["actor:1"].state == "alive", timeout=10)
+        stream.until(lambda: stream.beats["actor:1"].state == "alive", timeout=10)
     finally:
         stream.close()
         if proc.poll() is None:
@@ -169,12 +116,12 @@ def test_hung_actor_writes_a_stack_file_naming_the_hanging_function(
         run_dir, endpoints, "--env.id", "tests.fixtures.hanging_env:HangingCartPole-v0",
         "--model.torso", "mlp", "--actor.num_envs", "1", "--telemetry.stall_after_s", "3",
     )  # fmt: skip
-    stream = Stream(endpoints[3])
+    stream = Watch(endpoints[3])
     try:
-        stream.wait_for(lambda: "actor:0" in stream.latest and stream.latest["actor:0"].stalled,
+        stream.until(lambda: "actor:0" in stream.beats and stream.beats["actor:0"].stalled,
                         timeout=90)  # fmt: skip
         (dump,) = (run_dir / "stalls").glob("actor-0-*.txt")
-        assert stream.latest["actor:0"].stall_file == str(dump)
+        assert stream.beats["actor:0"].stall_file == str(dump)
         text = dump.read_text()
         assert "hang_forever_in_step" in text and "no progress for" in text
     finally:
