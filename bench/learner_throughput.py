@@ -69,11 +69,13 @@ def measure(config: schema.Config, seconds: float, warmup_updates: int = 3) -> d
     update samples (``replay.min_size`` permitting).
     """
     obs_shape, obs_dtype = observation_spec(config.env)
-    spec = TrajectorySpec(
-        config.actor.unroll_length, obs_shape, np.dtype(obs_dtype), num_actions(config.env)
-    )
     device = config.learner.resolved_device
-    learner = Learner(config, obs_shape, spec.num_actions, device, obs_dtype)
+    actions = num_actions(config.env)
+    learner = Learner(config, obs_shape, actions, device, obs_dtype)
+    spec = TrajectorySpec(
+        config.actor.unroll_length, obs_shape, np.dtype(obs_dtype), actions,
+        tuple(learner.model.state_shape),
+    )  # fmt: skip
     b, n = config.learner.batch_size, learner.fresh_per_step
     pool = synthetic_unrolls(spec, 4 * b)
     groups = [pool[i * n : (i + 1) * n] for i in range(len(pool) // n)]
@@ -105,6 +107,7 @@ def measure(config: schema.Config, seconds: float, warmup_updates: int = 3) -> d
         "batch": [spec.unroll_length + 1, b, *obs_shape],
         "replay": replay,
         "torso": config.model.torso,
+        "core": config.model.core,
         "amp": config.learner.amp,
         "compile": config.learner.compile,
         "grad_accumulation": config.learner.grad_accumulation,
