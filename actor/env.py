@@ -357,6 +357,39 @@ class NESFrameTap(gymnasium.Wrapper):
         return out
 
 
+class RewardComponents(gymnasium.Wrapper):
+    """Innermost Mario wrapper: sums the env's per-frame ``info["reward_components"]`` over the
+    episode and, with shaping on, makes the reward their weighted sum.
+
+    gym-super-mario-bros 9.x computes progress, time, score, coins, powerup, completion and
+    death components every NES frame and returns their sum clipped to [-15, 15] as the reward.
+    With ``weights`` set the reward is ``sum(weights[c] * component[c])`` instead (unclipped;
+    the learner's ``reward_scale`` / ``reward_clip`` apply later). Frame skip, outside this
+    wrapper, sums the per-frame rewards either way.
+
+    Attributes:
+        episode_components: component name -> sum of its raw values since the last reset.
+    """
+
+    def __init__(self, env: gymnasium.Env, weights: dict[str, float] | None) -> None:
+        super().__init__(env)
+        self.weights = weights
+        self.episode_components: dict[str, float] = {}
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        self.episode_components = {}
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        components = info.get("reward_components") or {}
+        for name, value in components.items():
+            self.episode_components[name] = self.episode_components.get(name, 0.0) + value
+        if self.weights is not None:
+            reward = sum(self.weights.get(n, 0.0) * v for n, v in components.items())
+        return obs, reward, terminated, truncated, info
+
+
 class EpisodeInfo(gymnasium.Wrapper):
     """Trim ``info`` to a few typed keys and add ``info["episode"]`` on an episode's last step.
 
@@ -418,6 +451,12 @@ class EpisodeInfo(gymnasium.Wrapper):
                 "flag_get": self._flag,
                 "stage": out["stage"] if self._mario else self._name,
             }
+            if self._mario:
+                try:
+                    components = self.env.get_wrapper_attr("episode_components")
+                    out["episode"]["components"] = dict(components)
+                except AttributeError:  # a Mario-like env without RewardComponents
+                    pass
         return obs, reward, terminated, truncated, out
 
 
@@ -457,6 +496,7 @@ def _make_mario(
     if not isinstance(env.unwrapped, NESEnv):
         env.close()
         raise ValueError(f"env.id: {cfg.id!r} is not a nes-py Super Mario Bros env")
+    env = RewardComponents(env, cfg.reward_weights if cfg.reward_shaping else None)
     if stages:
         sampler = StageSampler(
             stages, cfg.stage_sampling, cfg.curriculum_window, cfg.curriculum_min_weight

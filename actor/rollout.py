@@ -183,6 +183,7 @@ def step_envs(envs: Sequence, actions: np.ndarray) -> StepResult:
                     int(ep.get("max_x_pos", 0)),
                     bool(ep.get("flag_get", False)),
                     str(ep.get("stage", "")),
+                    {k: float(v) for k, v in ep.get("components", {}).items()},
                 )
             obs, _ = env.reset()
         obs_list.append(obs)

@@ -7,8 +7,10 @@ go to the launcher as they are (e.g. ``-- --run.num_actors 2 --learner.learning_
 It starts ``launcher.py --config C --run-dir DIR`` in a subprocess with a frame budget it
 cannot reach (:data:`UNREACHABLE_BUDGET`) and fresh loopback ports, follows the run directory
 (``episodes.jsonl`` and the ``learner_status`` records of ``heartbeats.jsonl``) and stops the
-launcher with SIGTERM when M minutes of wall clock (start-up included) have passed. It prints
-one JSON line (``"type": "progress"``) at every whole minute and at the deadline:
+launcher with SIGTERM when M minutes of wall clock (start-up included) have passed. Schedules
+defined over the frame budget (``replay.beta``'s anneal, ``learner.entropy_cost_final``, the
+cosine learning rate) therefore stay at their starting values. It prints one JSON line
+(``"type": "progress"``) at every whole minute and at the deadline:
 
 - ``minute``: minutes since the launcher started.
 - ``env_frames``, ``updates``: the learner's totals from its latest status.

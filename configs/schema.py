@@ -98,6 +98,27 @@ class EnvConfig:
     max_episode_steps: int = option(
         0, "Truncate episodes after this many agent steps; 0 = the env's own limit.", ge=0
     )
+    reward_shaping: bool = option(
+        False,
+        "Mario: replace the env reward (its clipped sum of components) by the weighted sum "
+        "of the env's reward components below; the raw env reward is the default.",
+    )
+    reward_progress: float = option(1.0, "Mario shaping weight: new best x position.")
+    reward_time: float = option(1.0, "Mario shaping weight: in-game clock ticking (<= 0).")
+    reward_score: float = option(1.0, "Mario shaping weight: in-game score / 100.")
+    reward_coins: float = option(1.0, "Mario shaping weight: coins collected (x5).")
+    reward_powerup: float = option(1.0, "Mario shaping weight: power-up gained or lost (x5).")
+    reward_completion: float = option(1.0, "Mario shaping weight: reaching the flag (+50).")
+    reward_death: float = option(1.0, "Mario shaping weight: dying (-25).")
+
+    @property
+    def reward_weights(self) -> dict[str, float]:
+        """Weight per gym-super-mario-bros 9.x reward component name."""
+        return {
+            name: getattr(self, f"reward_{name}")
+            for name in ("progress", "time", "score", "coins", "powerup", "completion", "death")
+        }
+
     stages: tuple[str, ...] = option(
         (),
         "SMB1 stages each env samples from at every episode start (W-S, W-S..W-S, "

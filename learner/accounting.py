@@ -115,6 +115,7 @@ class EpisodeWindow:
                 "max_x_pos": stats.max_x_pos,
                 "flag_get": stats.flag_get,
                 "stage": stats.stage,
+                "components": stats.components,
             }
             self._log.write(json.dumps(record) + "\n")
 

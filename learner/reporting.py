@@ -79,6 +79,10 @@ class Reporter:
             w.add_scalar("episode/x_pos", episodes.mean("max_x_pos"), step)
             w.add_scalar("episode/x_pos_max", max(s.max_x_pos for s in episodes.recent), step)
             w.add_scalar("episode/flag_rate", episodes.mean("flag_get"), step)
+            names = {n for s in episodes.recent for n in s.components}
+            for name in sorted(names):
+                total = sum(s.components.get(name, 0.0) for s in episodes.recent)
+                w.add_scalar(f"reward_components/{name}", total / len(episodes.recent), step)
         if self._lags:
             w.add_scalar("policy_lag/mean", float(np.mean([m for m, _ in self._lags])), step)
             w.add_scalar("policy_lag/max", max(m for _, m in self._lags), step)

@@ -156,7 +156,8 @@ class EpisodeStats:
 
     ``episode_return`` is the sum of raw env rewards; ``length`` counts agent steps;
     ``max_x_pos`` is Mario's furthest x position in pixels (0 for other envs); ``stage`` is
-    ``"W-S"`` for Mario or the env id otherwise.
+    ``"W-S"`` for Mario or the env id otherwise; ``components`` sums each Mario reward
+    component (gym-super-mario-bros 9.x ``info["reward_components"]``) over the episode.
     """
 
     episode_return: float
@@ -164,17 +165,27 @@ class EpisodeStats:
     max_x_pos: int = 0
     flag_get: bool = False
     stage: str = ""
+    components: dict[str, float] = field(default_factory=dict)
 
     def to_wire(self) -> list[Any]:
         """Header representation: a fixed-order list (compact and easy to validate)."""
-        return [self.episode_return, self.length, self.max_x_pos, self.flag_get, self.stage]
+        return [
+            self.episode_return, self.length, self.max_x_pos, self.flag_get, self.stage,
+            self.components,
+        ]  # fmt: skip
 
     @classmethod
     def from_wire(cls, raw: Any, where: str) -> EpisodeStats:
         """Parse :meth:`to_wire` output, raising :class:`ProtocolError` naming ``where``."""
-        if not isinstance(raw, list) or len(raw) != 5:
-            raise ProtocolError(where, "bad_episode", "expected a 5-item list")
-        ret, length, max_x, flag, stage = raw
+        if not isinstance(raw, list) or len(raw) != 6:
+            raise ProtocolError(where, "bad_episode", "expected a 6-item list")
+        ret, length, max_x, flag, stage, components = raw
+        if not isinstance(components, dict) or len(components) > 16 or not all(
+            isinstance(k, str) and len(k) <= 32 and isinstance(v, int | float)
+            and not isinstance(v, bool) and math.isfinite(v)
+            for k, v in components.items()
+        ):  # fmt: skip
+            raise ProtocolError(where, "bad_episode", "components must map names to numbers")
         if isinstance(ret, bool) or not isinstance(ret, int | float) or not math.isfinite(ret):
             raise ProtocolError(where, "bad_episode", "return must be a finite number")
         if isinstance(length, bool) or not isinstance(length, int) or length < 0:
@@ -183,7 +194,9 @@ class EpisodeStats:
             raise ProtocolError(where, "bad_episode", "max_x_pos must be an int")
         if not isinstance(flag, bool) or not isinstance(stage, str) or len(stage) > 64:
             raise ProtocolError(where, "bad_episode", "flag_get must be bool, stage a short str")
-        return cls(float(ret), length, max_x, flag, stage)
+        return cls(
+            float(ret), length, max_x, flag, stage, {k: float(v) for k, v in components.items()}
+        )
 
 
 @dataclass(frozen=True)

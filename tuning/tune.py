@@ -164,11 +164,11 @@ class Objective:
         except BenchError as exc:
             raise TrialFailed(str(exc)) from exc
         finally:
+            trial.set_user_attr("seconds", round(run.elapsed, 1))
             run.stop()
-            figures = progress.figures()
+            figures = progress.figures()  # as at the last report: not updated after the stop
             for key in ("env_frames", "updates", "episodes", "flag_rate", "first_flag_frames"):
                 trial.set_user_attr(key, figures[key])
-            trial.set_user_attr("seconds", round(run.elapsed, 1))
         return value
 
 

@@ -453,3 +453,36 @@ def test_vector_env_masks_when_one_env_ends_and_seeds_per_env() -> None:
 def test_unknown_preprocessing_raises() -> None:
     with pytest.raises(ValueError, match="preprocessing"):
         make_env(MARIO, preprocessing="opencv")  # type: ignore[arg-type]
+
+
+def test_reward_shaping_weights_components_and_episodes_report_their_sums() -> None:
+    """Raw env reward by default; with shaping, the weighted sum of the reward components."""
+    from configs.schema import EnvConfig
+
+    actions = [3] * 400  # right+B: runs until the first Goomba kills Mario
+    results = {}
+    for shaping in (False, True):
+        cfg = EnvConfig(reward_shaping=shaping, reward_progress=2.0, reward_time=0.0,
+                        reward_death=0.0)  # fmt: skip
+        env = make_env(cfg, seed=0)
+        env.reset(seed=0)
+        total, episode = 0.0, None
+        for a in actions:
+            _, reward, terminated, truncated, info = env.step(a)
+            total += float(reward)
+            if terminated or truncated:
+                episode = info["episode"]
+                break
+        env.close()
+        assert episode is not None, "Mario should die within 400 steps of running right"
+        results[shaping] = (total, episode)
+    (raw_total, raw_ep), (shaped_total, shaped_ep) = results[False], results[True]
+    components = raw_ep["components"]
+    assert set(components) == {"progress", "time", "score", "coins", "powerup", "completion",
+                               "death"}  # fmt: skip
+    assert components["death"] == -25.0 and components["progress"] > 100
+    assert shaped_ep["components"] == components  # same play, same components
+    expected = sum(v for k, v in components.items() if k not in ("time", "death"))
+    expected += components["progress"]  # progress weighted 2
+    assert shaped_total == pytest.approx(expected)
+    assert raw_total != pytest.approx(shaped_total)

@@ -49,6 +49,8 @@ def test_smoke_run_on_the_real_rom(tmp_path: Path, launch, endpoints) -> None:
     episodes = [json.loads(line) for line in (run_dir / "episodes.jsonl").read_text().splitlines()]
     assert episodes and {"return", "max_x_pos", "flag_get", "stage"} <= set(episodes[0])
     assert all(e["stage"] == "1-1" for e in episodes)
+    assert episodes[0]["components"]["death"] <= 0  # per-episode reward components reach it
+    assert scalars(run_dir, "reward_components/progress")
 
     # --resume latest continues the counters of that run
     resumed = launch("--resume", "latest", "--run-dir", str(run_dir),

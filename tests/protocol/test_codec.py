@@ -41,7 +41,7 @@ def make_trajectory(spec: TrajectorySpec = SPEC, seed: int = 0) -> Trajectory:
         run_id="abc123",
         seq=11,
         env_index=2,
-        episodes=[EpisodeStats(12.5, 40, 812, False, "1-1")],
+        episodes=[EpisodeStats(12.5, 40, 812, False, "1-1", {"progress": 30.0, "death": -25.0})],
         **arrays,
     )
 
@@ -220,7 +220,9 @@ def test_missing_and_unknown_header_fields_are_named() -> None:
 def test_bad_episode_stats_are_named() -> None:
     frames = encode(make_trajectory())
     header = _header(frames)
-    header["f"]["episodes"] = [[float("nan"), 1, 0, False, "1-1"]]
+    header["f"]["episodes"] = [[float("nan"), 1, 0, False, "1-1", {}]]
+    _reject(_with_header(frames, header), "episodes[0]", "bad_episode")
+    header["f"]["episodes"] = [[1.0, 1, 0, False, "1-1", {"progress": "lots"}]]
     _reject(_with_header(frames, header), "episodes[0]", "bad_episode")
 
 
