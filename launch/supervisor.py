@@ -8,9 +8,11 @@ all once it failed more than ``max_restarts`` times within ``window_s`` seconds.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -18,6 +20,18 @@ from pathlib import Path
 from typing import IO
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _terminate_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the launcher dies, even by SIGKILL, so no
+    learner or actor outlives it (Linux prctl PR_SET_PDEATHSIG; elsewhere a no-op)."""
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except OSError:
+        pass
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,7 @@ class Child:
         self.proc = subprocess.Popen(
             self.argv, cwd=ROOT, stdout=self.log_file, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=_terminate_with_parent,
         )  # fmt: skip
         self.next_start = None
 

@@ -88,3 +88,31 @@ class Watch:
 
     def close(self) -> None:
         self.sock.close(0)
+
+
+def train_until_return(
+    run_dir: Path, args: list[str], target: float, window: int = 20, limit_s: float = 300
+) -> tuple[float, float]:
+    """Run ``launcher.py ARGS`` until the mean return of the last ``window`` episodes reaches
+    ``target`` (then stop it cleanly) or ``limit_s`` passes. Returns (seconds taken, the best
+    windowed mean seen); the launcher must exit 0 either way."""
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "launcher.py"), *args, "--run-dir", str(run_dir)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    start = time.monotonic()
+    best = float("-inf")
+    try:
+        while time.monotonic() - start < limit_s and proc.poll() is None:
+            time.sleep(2)
+            log = run_dir / "episodes.jsonl"
+            lines = log.read_text().splitlines() if log.is_file() else []
+            if len(lines) >= window:
+                returns = [json.loads(line)["return"] for line in lines[-window:]]
+                best = max(best, sum(returns) / window)
+                if best >= target:
+                    break
+        elapsed = time.monotonic() - start
+    finally:
+        stop(proc)
+    return elapsed, best
