@@ -25,7 +25,8 @@ cosine learning rate) therefore stay at their starting values. It prints one JSO
   for non-Mario envs (CartPole): it is what ``launcher.py tune`` optimises there.
 
 After the launcher has stopped (so it does not compete with training for the CPU), the random
-and right baselines are evaluated on the training stages with the eval command
+and right baselines are evaluated on the training stages (N = 20 episodes on one stage, at least
+2 per stage on several) with the eval command
 (``launcher.py eval --policy random,right --stages S --episodes N --config RUN_DIR/config.toml
 --out RUN_DIR/baselines``, same action set and preprocessing as the run) unless ``--baselines``
 names an ``eval.json`` to reuse or N is 0. The last line (``"type": "summary"``) holds the final
@@ -442,8 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline-episodes",
         type=int,
-        default=20,
-        help="episodes per stage for each baseline; 0 = skip [default: 20]",
+        default=None,
+        help="episodes per stage for each baseline; 0 = skip [default: 20 spread over the "
+        "stages, at least 2 per stage]",
     )
     parser.add_argument(
         "--baselines",
@@ -455,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(args_in)
     if args.minutes <= 0:
         parser.error("--minutes: must be > 0")
-    if args.baseline_episodes < 0:
+    if args.baseline_episodes is not None and args.baseline_episodes < 0:
         parser.error("--baseline-episodes: must be >= 0")
     try:
         base = schema.load(args.config)
@@ -478,12 +480,14 @@ def main(argv: list[str] | None = None) -> int:
     config = schema.load(run_dir / "config.toml") if (run_dir / "config.toml").is_file() else base
     stages = training_stages(config)
     baselines: dict[str, dict[str, float]] | None = None
-    if stages and (args.baselines is not None or args.baseline_episodes > 0):
+    episodes = args.baseline_episodes
+    if episodes is None:  # 20 on one stage; all 32 would take ~2 s x 1,280 episodes at 20 each
+        episodes = max(2, math.ceil(20 / max(1, len(stages))))
+    if stages and (args.baselines is not None or episodes > 0):
         try:
             eval_json = args.baselines or run_baselines(
-                run_dir / "config.toml", stages, args.baseline_episodes, config.run.seed,
-                run_dir / "baselines",
-            )  # fmt: skip
+                run_dir / "config.toml", stages, episodes, config.run.seed, run_dir / "baselines"
+            )
             baselines = summarize_baselines(eval_json)
         except (BenchError, OSError, KeyError, ValueError) as exc:
             print(f"error: baselines: {exc}", file=sys.stderr)

@@ -371,6 +371,11 @@ class ReplayConfig:
         le=1,
     )
     eps: float = option(1e-6, "Added to each priority (mean |v_s - V(x_s)|) before alpha.", gt=0)
+    save: bool = option(
+        False,
+        "Also save the replay buffer (RUN_DIR/replay.pt, atomically) with each checkpoint, and "
+        "restore it on resume; off by default because a full Mario buffer is gigabytes.",
+    )
 
     def __post_init__(self) -> None:
         if self.ratio >= 1.0:

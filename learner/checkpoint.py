@@ -72,12 +72,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(state: dict[str, Any], path: Path, keep: int) -> None:
-    """Atomically write ``state`` (torch tensors and plain Python values) to ``path``.
-
-    After the rename, the new file is loaded back to verify it before checkpoints beyond the
-    newest ``keep`` are deleted, so a bad write never costs the previous good one.
-    """
+def atomic_save(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temp file in ``path``'s directory, fsync, rename, fsync the
+    directory: ``path`` always holds the old or the new state, never a partial one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -93,6 +90,15 @@ def save_checkpoint(state: dict[str, Any], path: Path, keep: int) -> None:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def save_checkpoint(state: dict[str, Any], path: Path, keep: int) -> None:
+    """Atomically write ``state`` (torch tensors and plain Python values) to ``path``.
+
+    After the rename, the new file is loaded back to verify it before checkpoints beyond the
+    newest ``keep`` are deleted, so a bad write never costs the previous good one.
+    """
+    atomic_save(state, path)
     load_checkpoint(path)
     for old in list_checkpoints(path.parent.parent)[:-keep]:
         old.unlink(missing_ok=True)

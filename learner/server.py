@@ -29,6 +29,7 @@ from actor.env import num_actions, observation_spec
 from configs import schema
 from learner.accounting import EPISODE_LOG, Accounting, EpisodeWindow
 from learner.checkpoint import (
+    atomic_save,
     checkpoint_path,
     load_checkpoint,
     remove_partial_writes,
@@ -60,6 +61,8 @@ from telemetry.stall import StallWatchdog
 
 log = logging.getLogger("learner")
 
+REPLAY_FILE = "replay.pt"
+"""The replay buffer, saved beside the checkpoints when ``replay.save`` is on."""
 VERSION_FILE = "policy_version"
 """The highest policy version announced in this run directory (see ``_raise_version``)."""
 MAX_ENVS_PER_ACTOR = 4096
@@ -154,6 +157,12 @@ class LearnerServer:
         self.episodes.episodes = int(counters.get("episodes", 0))
         self.episodes.flags = int(counters.get("flags", 0))
         self.episodes.max_x_pos = int(counters.get("max_x_pos", 0))
+        replay_file = path.parent.parent / REPLAY_FILE
+        if self.config.replay.save and replay_file.is_file():
+            self.learner.load_replay_state_dict(
+                torch.load(replay_file, map_location="cpu", weights_only=True)
+            )
+            log.info("restored the replay buffer from %s", replay_file)
         log.info("resumed from %s at update %d, %d env frames",
                  path, self.learner.updates, self.env_frames)  # fmt: skip
 
@@ -174,7 +183,10 @@ class LearnerServer:
             "config": schema.to_dict(self.config),
         }
         save_checkpoint(state, path, keep=self.config.run.keep_checkpoints)
-        log.info("checkpoint %s", path)
+        replay = self.learner.replay_state_dict() if self.config.replay.save else None
+        if replay is not None:
+            atomic_save(replay, self.run_dir / REPLAY_FILE)
+        log.info("checkpoint %s%s", path, " (and the replay buffer)" if replay else "")
         return path
 
     @property

@@ -41,3 +41,26 @@ def test_cartpole_learns_with_prioritized_replay(tmp_path: Path, endpoints) -> N
             "--replay.enabled", "true", "--replay.ratio", "0.5", *endpoints]  # fmt: skip
     elapsed, best = train_until_return(tmp_path / "cartpole-replay", args, target=400)
     assert best >= 400, f"best mean return over 20 episodes in {elapsed:.0f} s: {best:.1f}"
+
+
+def test_replay_buffer_is_saved_and_restored_on_resume(tmp_path: Path, launch, endpoints) -> None:
+    run_dir = tmp_path / "replay-save"
+    common = [
+        "--config",
+        "configs/cartpole.toml",
+        "--run-dir",
+        str(run_dir),
+        *endpoints,
+        "--replay.enabled",
+        "true",
+        "--replay.save",
+        "true",
+        "--replay.min_size",
+        "8",
+    ]
+    first = launch(*common, "--run.total_env_frames", "20000")  # fmt: skip
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (run_dir / "replay.pt").stat().st_size > 0
+    resumed = launch("--resume", "latest", *common, "--run.total_env_frames", "30000")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "restored the replay buffer" in (run_dir / "logs" / "learner.log").read_text()
