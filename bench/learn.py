@@ -55,7 +55,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -67,6 +66,7 @@ from typing import IO, Any
 import numpy as np
 
 from configs import schema
+from protocol.transport import free_tcp_port
 
 ROOT = Path(__file__).resolve().parents[1]
 UNREACHABLE_BUDGET = "1_000_000_000_000"  # env frames: the run never ends by itself here
@@ -92,18 +92,11 @@ class BenchError(RuntimeError):
     """The launcher or the eval failed; the message says which and shows its output's tail."""
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def network_overrides() -> list[str]:
     """``--network.*`` flags on two fresh loopback ports, so runs never share a learner."""
     return [
-        "--network.trajectory_endpoint", f"tcp://127.0.0.1:{free_port()}",
-        "--network.broadcast_endpoint", f"tcp://127.0.0.1:{free_port()}",
+        "--network.trajectory_endpoint", f"tcp://127.0.0.1:{free_tcp_port()}",
+        "--network.broadcast_endpoint", f"tcp://127.0.0.1:{free_tcp_port()}",
     ]  # fmt: skip
 
 

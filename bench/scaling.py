@@ -36,7 +36,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,7 @@ import zmq
 
 from protocol import transport
 from protocol.messages import LearnerStatus, ProtocolError
+from protocol.transport import free_tcp_port
 
 ROOT = Path(__file__).resolve().parents[1]
 UNREACHABLE_BUDGET = "1_000_000_000_000"  # env frames: the learner never stops by itself here
@@ -57,12 +57,6 @@ _DEVICE = re.compile(r"learner \S+ on (\S+?):")
 
 class BenchError(RuntimeError):
     """A process failed or did not start in time; the message says which and where its log is."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -141,8 +135,8 @@ def measure(
 ) -> dict[str, Any]:
     """One learner and ``num_actors`` actors: the figures of the measured window (no ratio)."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    unrolls = f"tcp://127.0.0.1:{_free_port()}"
-    broadcast = f"tcp://127.0.0.1:{_free_port()}"
+    unrolls = f"tcp://127.0.0.1:{free_tcp_port()}"
+    broadcast = f"tcp://127.0.0.1:{free_tcp_port()}"
     ctx = zmq.Context.instance()
     sub = transport.connect_sub(ctx, broadcast, (transport.TOPIC_STATUS,))
     procs: list[Proc] = []

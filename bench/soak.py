@@ -17,7 +17,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,14 +27,9 @@ import zmq
 
 from protocol import transport
 from protocol.messages import Heartbeat, LearnerStatus
+from protocol.transport import free_tcp_port
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="soak-"))
-    traj, broadcast = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    traj, broadcast = f"tcp://127.0.0.1:{free_tcp_port()}", f"tcp://127.0.0.1:{free_tcp_port()}"
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "launcher.py"), "--config", "configs/smoke.toml",
          "--run.total_env_frames", "1_000_000_000", "--run.num_actors", str(args.actors),

@@ -22,6 +22,7 @@ supersedes it).
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -120,6 +121,14 @@ def recv(
     frames = sock.recv_multipart(flags=flags, copy=False)
     prefix = [bytes(f.buffer) for f in frames[:prefix_frames]]
     return prefix, decode(frames[prefix_frames:])
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now (tests and benchmarks that
+    start their own learner use it so they never collide with a running one)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def resolve_broadcast(learner_endpoint: str, broadcast_endpoint: str) -> str:
