@@ -17,7 +17,7 @@ from pathlib import Path
 
 from configs import schema
 from configs.cli import DEFAULT_CONFIG, add_config_arguments, config_from_args
-from learner.checkpoint import CheckpointError, list_checkpoints, resolve_resume
+from learner.checkpoint import CheckpointError, auto_resume, resolve_resume
 from learner.server import serve
 
 log = logging.getLogger("learner")
@@ -31,8 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--resume",
         default=None,
-        metavar="PATH|latest",
-        help="continue from a checkpoint file, a run directory, or 'latest'",
+        metavar="PATH|latest|auto",
+        help="continue from a checkpoint file, a run directory, or 'latest'; 'auto' continues "
+        "from --run-dir's newest checkpoint if it has one and starts fresh otherwise (what a "
+        "restarted container wants)",
     )
     add_config_arguments(parser)
     args = parser.parse_args(argv)
@@ -42,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         fallback = saved if saved.is_file() else DEFAULT_CONFIG
         config = config_from_args(args, fallback=fallback)
         if args.resume == "auto":
-            found = list_checkpoints(run_dir)
-            resume = found[-1] if found else None
+            resume = auto_resume(run_dir)
         else:
             resume = resolve_resume(args.resume, args.run_dir) if args.resume else None
     except (schema.ConfigError, CheckpointError) as exc:

@@ -129,6 +129,16 @@ def load_checkpoint(
     return state
 
 
+def auto_resume(run_dir: Path) -> Path | None:
+    """``--resume auto``: the newest complete checkpoint in ``run_dir``, or None to start fresh.
+
+    For a process that a supervisor (Docker, Kubernetes) restarts with the same arguments: the
+    first start trains from scratch, every later one continues the run.
+    """
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
 def resolve_resume(spec: str, run_dir: Path | None, runs_root: Path = Path("runs")) -> Path:
     """Turn ``--resume PATH|latest`` into a checkpoint file.
 

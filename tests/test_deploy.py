@@ -159,6 +159,13 @@ def assert_matches_cli(command: list[str], where: str) -> None:
             assert flag in done.stdout, f"{where}: {flag} is not a flag of `{command[:3]}`"
 
 
+def assert_resumes_automatically(command: list[str], where: str) -> None:
+    """A learner command continues its run when restarted: ``--resume auto`` (or ``=auto``)."""
+    argv = " ".join(command).replace("--resume=", "--resume ")
+    assert command[:3] == ["python", "-m", "learner"], where
+    assert "--resume auto" in argv, f"{where}: a restarted learner would train from scratch"
+
+
 def check_environment(env: dict[str, str], where: str) -> None:
     """Every MARIO_* variable is one the code reads (or a planned CURVE one) and its value is
     valid for its config field."""
@@ -208,6 +215,7 @@ def test_compose_files_validate(compose: list[str], load_yaml: Any, overrides: t
                for v in learner["volumes"]}  # fmt: skip
     assert {"/data/runs", "/data/runs/learner/checkpoints"} <= targets
     assert "/data/runs/learner" in learner["command"]
+    assert_resumes_automatically(learner["command"], "compose learner")
     # --scale actor=N needs a service without a fixed name or host ports
     assert "container_name" not in actor and not actor.get("ports")
     # the GPU reservation is only in the GPU override, so the base file runs on CPU-only hosts
@@ -323,18 +331,20 @@ def test_dockerfile_builds_from_the_lock_as_non_root_with_a_healthcheck(role: st
     env = dict(pair.split("=", 1) for word, rest in final if word == "ENV"
                for pair in shlex.split(rest))  # fmt: skip
     check_environment(env, f"{role} ENV")
-    (entrypoint,) = [json.loads(rest) for word, rest in final if word == "ENTRYPOINT"]
-    script = Path(entrypoint[-1])
-    assert script.parts[:2] == ("/", "app")
-    assert (ROOT / Path(*script.parts[2:])).is_file(), f"{role}: no {script}"
+    if role == "learner":
+        assert_resumes_automatically(cmd, "learner CMD")
+    else:
+        (entrypoint,) = [json.loads(rest) for word, rest in final if word == "ENTRYPOINT"]
+        script = Path(entrypoint[-1])
+        assert script.parts[:2] == ("/", "app")
+        assert (ROOT / Path(*script.parts[2:])).is_file(), f"{role}: no {script}"
 
 
 def test_build_context_holds_the_code_and_no_secrets() -> None:
     patterns = dockerignore()
     for needed in ("pyproject.toml", "uv.lock", "launcher.py", "actor/worker.py",
                    "learner/server.py", "protocol/transport.py", "models", "configs/default.toml",
-                   "deploy/healthcheck.py", "deploy/actor-entrypoint.sh",
-                   "deploy/learner-entrypoint.sh"):  # fmt: skip
+                   "deploy/healthcheck.py", "deploy/actor-entrypoint.sh"):  # fmt: skip
         assert (ROOT / needed).exists(), needed
         assert not ignored(needed, patterns), f"{needed} is left out of the build context"
     for private in (".venv", ".git", "runs", "keys/learner.key_secret", "actor/__pycache__/x.pyc"):
@@ -410,9 +420,11 @@ def test_k8s_commands_match_the_cli(k8s: dict) -> None:
         if kind != "Deployment":
             continue
         container = _container(doc)
-        # args only: the image's ENTRYPOINT (actor ids, resume) must stay in place
+        # args only: the actor image's ENTRYPOINT (actor ids) must stay in place
         assert "command" not in container, f"{name}: `command` would replace the entrypoint"
         assert_matches_cli(container["args"], f"k8s {name}")
+        if name == "mario-learner":
+            assert_resumes_automatically(container["args"], f"k8s {name}")
         check_environment({e["name"]: e["value"] for e in container["env"]}, f"k8s {name}")
         for probe in ("readinessProbe", "livenessProbe"):
             if probe in container:
@@ -440,27 +452,6 @@ def test_actor_entrypoint_gives_each_host_its_own_actor_id() -> None:
     assert actor_id("mario-actor-7d9f-abcde") == first  # stable across restarts of the pod
     assert int(first) % 1000 == 0  # room for launcher-style offsets, like --actor-id-base
     assert actor_id("anything", MARIO_ACTOR_ID="42") == "42"  # an explicit id wins
-
-
-def test_learner_entrypoint_resumes_only_when_the_run_has_a_checkpoint(tmp_path: Path) -> None:
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "python").write_text('#!/bin/sh\necho "$@"\n')
-    (fake / "python").chmod(0o755)
-    env = {"PATH": f"{fake}:{os.environ['PATH']}"}
-    run_dir = tmp_path / "run"
-
-    def argv(*args: str) -> str:
-        return _sh("learner-entrypoint.sh", "python", "-m", "learner", *args, env=env).strip()
-
-    assert argv("--run-dir", str(run_dir)) == f"-m learner --run-dir {run_dir}"
-    (run_dir / "checkpoints").mkdir(parents=True)
-    (run_dir / "checkpoints" / "ckpt-000000012.pt").write_bytes(b"")
-    assert argv("--run-dir", str(run_dir)).endswith("--resume latest")
-    assert argv(f"--run-dir={run_dir}").endswith("--resume latest")
-    assert argv("--run-dir", str(run_dir), "--resume", "x").endswith("--resume x")
-    out = _sh("learner-entrypoint.sh", "python", "-m", "actor", "--run-dir", str(run_dir), env=env)
-    assert "--resume" not in out  # other commands pass through untouched
 
 
 # -- the health check ------------------------------------------------------------------------------

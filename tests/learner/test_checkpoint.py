@@ -9,6 +9,7 @@ import torch
 
 from learner.checkpoint import (
     CheckpointError,
+    auto_resume,
     checkpoint_path,
     latest_checkpoint,
     list_checkpoints,
@@ -73,3 +74,14 @@ def test_resolve_resume(tmp_path: Path) -> None:
         resolve_resume(str(tmp_path / "nope.pt"), None)
     with pytest.raises(CheckpointError, match="no run with checkpoints"):
         resolve_resume("latest", None, runs_root=tmp_path / "empty")
+
+
+def test_auto_resume_starts_fresh_then_continues(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert auto_resume(run) is None  # no run directory yet: first start
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "ckpt-000000003.pt.tmp").write_bytes(b"partial")
+    assert auto_resume(run) is None  # an interrupted write is not a checkpoint
+    save_checkpoint(state(3), checkpoint_path(run, 3), keep=3)
+    save_checkpoint(state(5), checkpoint_path(run, 5), keep=3)
+    assert auto_resume(run) == checkpoint_path(run, 5)
