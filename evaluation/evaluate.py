@@ -29,7 +29,8 @@ from typing import Any, NamedTuple
 import gymnasium
 import numpy as np
 
-from actor.env import FrameHook, make_env, mario_action_set, num_actions, observation_spec
+from actor.env import make_env, mario_action_set, num_actions, observation_spec
+from actor.preprocessing import FrameHook
 from actor.stages import parse_stages, progress, stage_env_id, stage_of_env_id
 from configs import schema
 from configs.schema import EnvConfig

@@ -1,9 +1,10 @@
 """Episode videos: 60 fps MP4 files and animated GIFs for TensorBoard.
 
 Run by: evaluation worker processes (``launcher.py eval --video DIR``) and the eval actor.
-Owns: turning the full-resolution NES frames that :class:`actor.env.NESFrameTap` hands over
-(every emulated frame, not just agent steps) into videos, with an optional panel showing the
-agent's own preprocessed view beside the game, and writing a GIF as a TensorBoard image summary.
+Owns: turning the full-resolution NES frames that :class:`actor.preprocessing.NESFrameTap`
+hands over (every emulated frame, not just agent steps) into videos, with an optional panel
+showing the agent's own preprocessed view beside the game, and writing a GIF as a TensorBoard
+image summary.
 
 TensorBoard: torch's ``SummaryWriter.add_video`` encodes its GIF with ``moviepy.editor``, a
 module moviepy 2.x removed (only the unmaintained moviepy 1.x has it); without it add_video

@@ -11,12 +11,9 @@ gives exactly the full-batch loss.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
-if TYPE_CHECKING:  # learner.learner imports this module; the type is only needed for hints
-    from learner.learner import Batch
+from learner.collate import Batch
 
 __all__ = [
     "BATCH_MAJOR_FIELDS",

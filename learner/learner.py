@@ -1,4 +1,4 @@
-"""The learner's algorithm: compose and collate batches, return targets, losses, one update.
+"""The learner's algorithm: one update (forward pass, losses, optimiser step) per batch.
 
 Run by: the learner process (hosted by :mod:`learner.server`), benchmarks and tests, which can
 drive :meth:`Learner.step` / :meth:`Learner.train_step` in one process without any socket.
@@ -6,11 +6,14 @@ Owns: the model being trained (and its optional ``torch.compile`` wrapper), its 
 optimiser, learning-rate scheduler and fp16 gradient scaler, the update counter
 (``policy_version``), the entropy-cost schedule, and, when ``replay.enabled``, the prioritized
 replay of unrolls (:class:`learner.replay.PrioritizedReplay`) that is mixed into each batch. No I/O.
+Batches are built by :mod:`learner.collate` and split by :mod:`learner.batching`; the return
+targets come from :mod:`learner.targets`.
 
 Truncation (a time limit, not a real end) is bootstrapped rather than zeroed: at a truncated
 step t the recursion is cut (discount 0) and the reward becomes
 ``r_t + gamma * V(final observation)`` with V from the current network, which gives exactly
-the one-step target the episode would have had. Only termination zeroes the bootstrap.
+the one-step target the episode would have had (:func:`learner.targets.bootstrap_inputs`).
+Only termination zeroes the bootstrap.
 
 Replay (Schaul et al. 2016 over whole unrolls; replayed unrolls are off-policy data, which
 V-trace corrects): each :meth:`Learner.step` trains on :attr:`Learner.fresh_per_step` fresh
@@ -25,139 +28,21 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from configs.schema import Config, ConfigError, LearnerConfig
+from configs.schema import Config, ConfigError
 from learner import batching, losses, schedules
+from learner.collate import Batch, collate
 from learner.replay import PrioritizedReplay
-from learner.vtrace import gae, vtrace
+from learner.targets import bootstrap_inputs, return_targets
 from models import build_model
 from protocol.messages import Trajectory, TrajectorySpec
 
 log = logging.getLogger(__name__)
-
-
-class Batch(NamedTuple):
-    """B unrolls of T steps, time-major, on the learner's device.
-
-    Attributes:
-        obs: [T+1, B, *obs_shape] uint8 or float32.
-        action: [T, B] int64.
-        reward: [T, B] float32, raw env rewards.
-        terminated: [T, B] bool.
-        truncated: [T, B] bool.
-        behaviour_logits: [T, B, A] float32.
-        policy_version: [T, B] int64.
-        truncated_obs: [N, *obs_shape] final observations of truncated steps.
-        truncated_index: [N] int64 flat index ``t * B + b`` of each truncated step, row for
-            row with ``truncated_obs``.
-        initial_core_state: [B, *state_shape] float32 recurrent core state before each
-            unroll's first step (``[B, 0]`` for a feed-forward model).
-    """
-
-    obs: Tensor
-    action: Tensor
-    reward: Tensor
-    terminated: Tensor
-    truncated: Tensor
-    behaviour_logits: Tensor
-    policy_version: Tensor
-    truncated_obs: Tensor
-    truncated_index: Tensor
-    initial_core_state: Tensor | None = None
-
-    @property
-    def unroll_length(self) -> int:
-        return int(self.action.shape[0])
-
-    @property
-    def batch_size(self) -> int:
-        return int(self.action.shape[1])
-
-
-def collate(trajectories: Sequence[Trajectory], device: torch.device | str = "cpu") -> Batch:
-    """Stack B validated trajectories into a time-major :class:`Batch` on ``device``.
-
-    Raises:
-        ValueError: ``trajectories`` is empty.
-    """
-    if not trajectories:
-        raise ValueError("trajectories: need at least one unroll to collate")
-    batch_size = len(trajectories)
-
-    def stack(name: str) -> Tensor:
-        arr = np.stack([getattr(t, name) for t in trajectories], axis=1)
-        return torch.from_numpy(arr).to(device, non_blocking=True)
-
-    # rows of truncated_obs follow the same (b, then t) order as these flat indices
-    trunc_obs = [t.truncated_obs for t in trajectories if len(t.truncated_obs)]
-    index = [
-        int(step) * batch_size + b
-        for b, t in enumerate(trajectories)
-        for step in np.flatnonzero(t.truncated)
-    ]
-    obs_rows = np.concatenate(trunc_obs) if trunc_obs else trajectories[0].truncated_obs
-    return Batch(
-        obs=stack("obs"),
-        action=stack("action"),
-        reward=stack("reward"),
-        terminated=stack("terminated"),
-        truncated=stack("truncated"),
-        behaviour_logits=stack("behaviour_logits"),
-        policy_version=stack("policy_version"),
-        truncated_obs=torch.from_numpy(np.ascontiguousarray(obs_rows)).to(device),
-        truncated_index=torch.as_tensor(index, dtype=torch.int64, device=device),
-        initial_core_state=torch.from_numpy(
-            np.stack([t.initial_core_state for t in trajectories])
-        ).to(device),
-    )
-
-
-def bootstrap_inputs(
-    batch: Batch,
-    final_values: Tensor | None,
-    discount: float,
-    reward_scale: float = 1.0,
-    reward_clip: float = 0.0,
-) -> tuple[Tensor, Tensor]:
-    """V-trace's ``rewards`` and ``discounts`` [T, B] from a batch, honouring episode ends.
-
-    - terminated at t: ``discount_t = 0`` (no bootstrap: the episode really ended);
-    - truncated at t: ``discount_t = 0`` and ``reward_t += discount * V(final obs)``, so the
-      one-step target is ``r_t + gamma V(x_final)`` instead of bootstrapping from the next
-      episode's first observation (Pardo et al. 2018, "Time Limits in RL", partial-episode
-      bootstrapping);
-    - otherwise ``discount_t = discount``.
-
-    Args:
-        batch: the collated unrolls.
-        final_values: [N] values of ``batch.truncated_obs`` (no grad), or None when N = 0.
-        discount: gamma per agent step.
-        reward_scale, reward_clip: reward transform applied before the bootstrap is added
-            (clip 0 = none).
-
-    Raises:
-        ValueError: ``final_values`` is missing or the wrong length for the truncated steps.
-    """
-    rewards = batch.reward * reward_scale
-    if reward_clip > 0:
-        rewards = rewards.clamp(-reward_clip, reward_clip)
-    n = batch.truncated_index.numel()
-    if n:
-        if final_values is None or final_values.shape != (n,):
-            raise ValueError(f"final_values: expected shape ({n},) for {n} truncated steps")
-        rewards = (
-            rewards.flatten()
-            .index_add(0, batch.truncated_index, discount * final_values.to(rewards.dtype))
-            .view_as(rewards)
-        )
-    not_done = ~(batch.terminated | batch.truncated)
-    return rewards, not_done.to(rewards.dtype) * discount
-
 
 AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
 """``learner.amp`` -> autocast dtype (``off`` runs float32 without autocast)."""
@@ -173,48 +58,6 @@ _STAT_KEYS = (
     "policy/mean_rho",
     "vtrace/mean_vs",
 )
-
-
-def return_targets(
-    lc: LearnerConfig,
-    log_rhos: Tensor,
-    discounts: Tensor,
-    rewards: Tensor,
-    values: Tensor,
-    bootstrap_value: Tensor,
-) -> tuple[Tensor, Tensor]:
-    """Value targets and policy-gradient advantages, both [T, B] float32, per ``lc.returns``.
-
-    - ``vtrace``: ``(v_s, rho_s (r_s + gamma_s v_{s+1} - V(x_s)))``, Espeholt et al. 2018,
-      Eq. 1 and Sec. 4.2, with ``lc.clip_rho_threshold`` / ``lc.clip_pg_rho_threshold``.
-    - ``gae``: ``(A_s + V(x_s), A_s)`` with ``A`` the generalized advantage estimate of
-      Schulman et al. 2016, Eq. 16, ``lambda = lc.gae_lambda``; ``log_rhos`` are ignored (the
-      estimator assumes the data is on-policy).
-
-    Args:
-        lc: the learner config (``returns``, clip thresholds, ``gae_lambda``).
-        log_rhos, discounts, rewards, values: [T, B] float32 (``values`` without grad).
-        bootstrap_value: [B] float32, ``V(x_T)``.
-
-    Raises:
-        ValueError: wrong shapes or dtypes (from :func:`vtrace` / :func:`gae`), or an unknown
-            ``lc.returns``.
-    """
-    if lc.returns == "vtrace":
-        vt = vtrace(
-            log_rhos,
-            discounts,
-            rewards,
-            values,
-            bootstrap_value,
-            clip_rho_threshold=lc.clip_rho_threshold,
-            clip_pg_rho_threshold=lc.clip_pg_rho_threshold,
-        )
-        return vt.vs, vt.pg_advantages
-    if lc.returns == "gae":
-        advantages = gae(discounts, rewards, values, bootstrap_value, lc.gae_lambda)
-        return advantages + values, advantages
-    raise ValueError(f"learner.returns: expected vtrace or gae, got {lc.returns!r}")
 
 
 class Learner:

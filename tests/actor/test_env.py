@@ -1,4 +1,5 @@
-"""Tests for actor/env.py on the real Super Mario Bros ROM (and CartPole for generic envs)."""
+"""Tests for actor/env.py and actor/preprocessing.py on the real Super Mario Bros ROM (and
+CartPole for generic envs)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from actor.env import (
     EpisodeInfo,
     make_env,
     make_vector_env,
-    nes_luma,
     num_actions,
     observation_spec,
 )
+from actor.preprocessing import nes_luma
 from configs.schema import EnvConfig
 
 MARIO = EnvConfig()  # SuperMarioBros-1-1-v0, simple, skip 4, stack 4, 84x84

@@ -10,7 +10,7 @@ import torch
 from torch._dynamo.eval_frame import OptimizedModule
 from torch._dynamo.utils import counters
 
-from learner.learner import collate
+from learner.collate import collate
 from tests.learner.builders import learner, params, unrolls
 
 

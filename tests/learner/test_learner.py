@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from configs import schema
-from learner.learner import Learner, bootstrap_inputs, collate
+from learner.collate import collate
+from learner.learner import Learner
+from learner.targets import bootstrap_inputs
 from protocol.messages import Trajectory, TrajectorySpec
 
 SPEC = TrajectorySpec(4, (3,), np.dtype(np.float32), 2)

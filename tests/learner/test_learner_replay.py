@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from configs import schema
-from learner.learner import collate
+from learner.collate import collate
 from tests.learner.builders import learner, params, time_major_batch_sizes, unrolls
 
 

@@ -11,7 +11,9 @@ import torch
 
 from configs import schema
 from learner import batching
-from learner.learner import Learner, bootstrap_inputs, collate, return_targets
+from learner.collate import collate
+from learner.learner import Learner
+from learner.targets import bootstrap_inputs, return_targets
 from learner.vtrace import gae
 from tests.learner.builders import (
     OBS_SHAPE,

@@ -1,0 +1,96 @@
+"""Collating unrolls into one time-major tensor batch on the learner's device.
+
+Run by: the learner process (:class:`learner.learner.Learner` collates the fresh and replayed
+unrolls of every update), benchmarks and tests. Pure: no I/O, no state.
+Owns: the :class:`Batch` layout (time-major ``[T or T+1, B, ...]`` tensors, the table of final
+observations of truncated steps, the recurrent core's initial states) and :func:`collate`,
+which builds it from validated :class:`~protocol.messages.Trajectory` objects. How many of an
+update's unrolls are fresh and how a batch is cut into micro-batches is :mod:`learner.batching`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from protocol.messages import Trajectory
+
+
+class Batch(NamedTuple):
+    """B unrolls of T steps, time-major, on the learner's device.
+
+    Attributes:
+        obs: [T+1, B, *obs_shape] uint8 or float32.
+        action: [T, B] int64.
+        reward: [T, B] float32, raw env rewards.
+        terminated: [T, B] bool.
+        truncated: [T, B] bool.
+        behaviour_logits: [T, B, A] float32.
+        policy_version: [T, B] int64.
+        truncated_obs: [N, *obs_shape] final observations of truncated steps.
+        truncated_index: [N] int64 flat index ``t * B + b`` of each truncated step, row for
+            row with ``truncated_obs``.
+        initial_core_state: [B, *state_shape] float32 recurrent core state before each
+            unroll's first step (``[B, 0]`` for a feed-forward model).
+    """
+
+    obs: Tensor
+    action: Tensor
+    reward: Tensor
+    terminated: Tensor
+    truncated: Tensor
+    behaviour_logits: Tensor
+    policy_version: Tensor
+    truncated_obs: Tensor
+    truncated_index: Tensor
+    initial_core_state: Tensor | None = None
+
+    @property
+    def unroll_length(self) -> int:
+        return int(self.action.shape[0])
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.action.shape[1])
+
+
+def collate(trajectories: Sequence[Trajectory], device: torch.device | str = "cpu") -> Batch:
+    """Stack B validated trajectories into a time-major :class:`Batch` on ``device``.
+
+    Raises:
+        ValueError: ``trajectories`` is empty.
+    """
+    if not trajectories:
+        raise ValueError("trajectories: need at least one unroll to collate")
+    batch_size = len(trajectories)
+
+    def stack(name: str) -> Tensor:
+        arr = np.stack([getattr(t, name) for t in trajectories], axis=1)
+        return torch.from_numpy(arr).to(device, non_blocking=True)
+
+    # rows of truncated_obs follow the same (b, then t) order as these flat indices
+    trunc_obs = [t.truncated_obs for t in trajectories if len(t.truncated_obs)]
+    index = [
+        int(step) * batch_size + b
+        for b, t in enumerate(trajectories)
+        for step in np.flatnonzero(t.truncated)
+    ]
+    obs_rows = np.concatenate(trunc_obs) if trunc_obs else trajectories[0].truncated_obs
+    return Batch(
+        obs=stack("obs"),
+        action=stack("action"),
+        reward=stack("reward"),
+        terminated=stack("terminated"),
+        truncated=stack("truncated"),
+        behaviour_logits=stack("behaviour_logits"),
+        policy_version=stack("policy_version"),
+        truncated_obs=torch.from_numpy(np.ascontiguousarray(obs_rows)).to(device),
+        truncated_index=torch.as_tensor(index, dtype=torch.int64, device=device),
+        initial_core_state=torch.from_numpy(
+            np.stack([t.initial_core_state for t in trajectories])
+        ).to(device),
+    )
