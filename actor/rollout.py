@@ -61,25 +61,45 @@ class UnrollCollector:
         self._buf = {
             name: np.zeros((k, *spec.shape), dtype=spec.dtype)
             for name, spec in fields.items()
-            if name not in ("truncated_obs", "initial_core_state")
+            if name not in ("truncated_obs", "initial_core_state", "initial_last_action")
         }
         self._initial_state = np.zeros((k, *self.spec.state_shape), dtype=np.float32)
+        self._initial_last_action = np.full(k, self.spec.no_action, dtype=np.int64)
         self._truncated_obs: list[list[np.ndarray]] = [[] for _ in range(k)]
         self._episodes: list[list[EpisodeStats]] = [[] for _ in range(k)]
 
-    def reset(self, obs: np.ndarray, core_state: np.ndarray | None = None) -> None:
+    def reset(
+        self,
+        obs: np.ndarray,
+        core_state: np.ndarray | None = None,
+        last_action: np.ndarray | None = None,
+    ) -> None:
         """Start a new unroll. ``obs``: [K, *obs_shape] observations to act on first;
-        ``core_state``: [K, *state_shape] each env's core state before that (None = zeros)."""
+        ``core_state``: [K, *state_shape] each env's core state before that (None = zeros);
+        ``last_action``: [K] int64 each env's previous action (None = all episodes start here,
+        ``spec.no_action``)."""
         self._alloc()
         self._t = 0
         self._buf["obs"][:, 0] = obs
         if core_state is not None:
             self._initial_state[:] = core_state
+        if last_action is not None:
+            self._initial_last_action[:] = last_action
 
     @property
     def steps(self) -> int:
         """Agent steps recorded so far in the unroll in progress."""
         return self._t
+
+    @property
+    def current_last_action(self) -> np.ndarray:
+        """[K] int64 action each env took before :attr:`current_obs`; ``spec.no_action`` where
+        that observation starts an episode (the learner derives the same from the unroll)."""
+        if self._t == 0:
+            return self._initial_last_action.copy()
+        b, t = self._buf, self._t - 1
+        ended = b["terminated"][:, t] | b["truncated"][:, t]
+        return np.where(ended, self.spec.no_action, b["action"][:, t])
 
     @property
     def current_obs(self) -> np.ndarray:
@@ -145,11 +165,12 @@ class UnrollCollector:
                     policy_version=b["policy_version"][i],
                     truncated_obs=np.stack(trunc) if trunc else empty_trunc,
                     initial_core_state=self._initial_state[i],
+                    initial_last_action=self._initial_last_action[i, ...],
                     episodes=list(self._episodes[i]),
                 )
             )
         last = b["obs"][:, -1].copy()
-        self.reset(last, core_state)
+        self.reset(last, core_state, self.current_last_action)
         return out
 
 

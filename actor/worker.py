@@ -349,7 +349,10 @@ class Actor:
             self._check_alive()
             with torch.inference_mode():
                 obs = torch.from_numpy(collector.current_obs)
-                action, logits, core_state = self.model.act(obs, core_state=core_state)
+                last_action = torch.from_numpy(collector.current_last_action)
+                action, logits, core_state = self.model.act(
+                    obs, core_state=core_state, last_action=last_action
+                )
             actions = action.numpy()
             result = step_envs(self.envs, actions)
             self.env_frames += self.num_envs * self.frames_per_step
@@ -366,7 +369,7 @@ class Actor:
                 self.model.reset_noise()  # NoisyNet: one noise sample per unroll
             if self._drop_unroll:
                 self.dropped_steps += collector.steps
-                collector.reset(collector.current_obs.copy(), state)
+                collector.reset(collector.current_obs.copy(), state, collector.current_last_action)
                 self._drop_unroll = False
 
     def close(self) -> None:

@@ -224,6 +224,11 @@ class ModelConfig:
     noisy_sigma0: float = option(
         0.5, "NoisyNet sigma_0: initial noise scale, sigma = sigma_0 / sqrt(fan_in).", gt=0
     )
+    last_action: bool = option(
+        False,
+        "Feed a one-hot of the previous action to the core and heads (IMPALA's last-action "
+        "input): for actions whose effect depends on what is still held, e.g. Mario's A.",
+    )
 
     def __post_init__(self) -> None:
         if self.core == "transformer" and self.core_size % self.transformer_heads:

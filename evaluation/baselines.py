@@ -128,19 +128,25 @@ class AgentPolicy:
         self.greedy = greedy
         self._generator = torch.Generator().manual_seed(int(seed))
         self._core_state = model.initial_state(1)
+        self._last_action = torch.tensor([model.num_actions])  # "none": an episode start
         model.set_noise(not greedy)  # greedy evaluation of NoisyNet heads uses their means
 
     def reset(self) -> None:
-        """A new episode: the recurrent core (if any) starts from its initial state."""
+        """A new episode: the recurrent core (if any) starts from its initial state and the
+        previous action is "none" (A)."""
         self._core_state = self.model.initial_state(1)
+        self._last_action = torch.tensor([self.model.num_actions])
 
     def act(self, obs: np.ndarray) -> int:
-        """Sampled (or greedy) action for one observation, carrying the core state."""
+        """Sampled (or greedy) action for one observation, carrying the core state and the
+        previous action (calls must follow the episode's steps in order)."""
         with torch.inference_mode():
             action, _, self._core_state = self.model.act(
                 torch.from_numpy(np.asarray(obs))[None],
                 core_state=self._core_state,
                 greedy=self.greedy,
                 generator=self._generator,
+                last_action=self._last_action,
             )
+        self._last_action = action.clone()
         return int(action[0])

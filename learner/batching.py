@@ -75,7 +75,7 @@ TIME_MAJOR_FIELDS = (
     "policy_version",
 )
 """Fields laid out ``[T or T+1, B, ...]``: sliced along dim 1."""
-BATCH_MAJOR_FIELDS: tuple[str, ...] = ("initial_core_state",)
+BATCH_MAJOR_FIELDS: tuple[str, ...] = ("initial_core_state", "initial_last_action")
 """Per-unroll fields laid out ``[B, ...]`` (e.g. an initial recurrent state): sliced along dim 0."""
 _TRUNCATION_FIELDS = ("truncated_obs", "truncated_index")
 

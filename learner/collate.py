@@ -36,6 +36,8 @@ class Batch(NamedTuple):
             row with ``truncated_obs``.
         initial_core_state: [B, *state_shape] float32 recurrent core state before each
             unroll's first step (``[B, 0]`` for a feed-forward model).
+        initial_last_action: [B] int64 action before each unroll's first observation (A at
+            an episode start); :func:`last_actions` derives the rest.
     """
 
     obs: Tensor
@@ -48,6 +50,7 @@ class Batch(NamedTuple):
     truncated_obs: Tensor
     truncated_index: Tensor
     initial_core_state: Tensor | None = None
+    initial_last_action: Tensor | None = None
 
     @property
     def unroll_length(self) -> int:
@@ -93,4 +96,29 @@ def collate(trajectories: Sequence[Trajectory], device: torch.device | str = "cp
         initial_core_state=torch.from_numpy(
             np.stack([t.initial_core_state for t in trajectories])
         ).to(device),
+        initial_last_action=torch.from_numpy(
+            np.stack([t.initial_last_action for t in trajectories])
+        ).to(device),
     )
+
+
+def last_actions(batch: Batch, no_action: int) -> tuple[Tensor, Tensor]:
+    """The previous action of every observation of a batch (the last-action model input).
+
+    Row 0 is ``batch.initial_last_action``; row t + 1 is ``action[t]``, or ``no_action`` (A)
+    where step t ended an episode, so ``obs[t + 1]`` starts the next one: the same rule the
+    actor applies while acting (:attr:`actor.rollout.UnrollCollector.current_last_action`).
+    A truncated step's final observation follows that step's action.
+
+    Returns:
+        ``([T+1, B] int64, [N] int64)``: for ``batch.obs`` and for ``batch.truncated_obs``.
+
+    Raises:
+        ValueError: the batch has no ``initial_last_action``.
+    """
+    if batch.initial_last_action is None:
+        raise ValueError("initial_last_action: the batch was built without previous actions")
+    ended = batch.terminated | batch.truncated
+    following = torch.where(ended, torch.full_like(batch.action, no_action), batch.action)
+    rows = torch.cat([batch.initial_last_action.view(1, -1).to(following.dtype), following])
+    return rows, batch.action.flatten()[batch.truncated_index]

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from configs.schema import Config, ConfigError
 from learner import batching, losses, schedules
-from learner.collate import Batch, collate
+from learner.collate import Batch, collate, last_actions
 from learner.replay import PrioritizedReplay
 from learner.targets import bootstrap_inputs, return_targets
 from models import build_model
@@ -281,17 +281,24 @@ class Learner:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _forward(
-        self, obs: Tensor, core_state: Tensor | None = None, reset: Tensor | None = None
+        self,
+        obs: Tensor,
+        core_state: Tensor | None = None,
+        reset: Tensor | None = None,
+        last_action: Tensor | None = None,
     ) -> Any:
         """The training model's :class:`models.PolicyOutput` under the autocast.
 
         ``obs`` [T+1, B, ...]; for a recurrent core also ``core_state`` [B, *state_shape] and
-        ``reset`` [T+1, B] bool (zero the state before that step).
+        ``reset`` [T+1, B] bool (zero the state before that step); for a model with the
+        last-action input ``last_action`` int64 with ``obs``'s leading dims.
         """
+        if not self.model.last_action:
+            last_action = None
         with self._autocast():
             if self.model.state_shape == (0,):
-                return self.train_model(obs)
-            return self.train_model(obs, core_state, reset)
+                return self.train_model(obs, last_action=last_action)
+            return self.train_model(obs, core_state, reset, last_action)
 
     def _final_values(self, batch: Batch) -> Tensor:
         """V(final observation) [N] of truncated steps, no grad.
@@ -300,12 +307,17 @@ class Learner:
         the batch does not carry; the core runs one step from its initial (zero) state there,
         an approximation that only touches the rare time-limit truncations.
         """
+        final_last = None
+        if self.model.last_action:
+            _, final_last = last_actions(batch, self.model.num_actions)
         with torch.no_grad():
             if self.model.state_shape == (0,):
-                return self._forward(batch.truncated_obs).value.float()
+                return self._forward(batch.truncated_obs, last_action=final_last).value.float()
             n = batch.truncated_obs.shape[0]
             zeros = self.model.initial_state(n, device=self.device)
-            return self._forward(batch.truncated_obs[None], zeros).value[0].float()
+            last = None if final_last is None else final_last[None]
+            out = self._forward(batch.truncated_obs[None], zeros, None, last)
+            return out.value[0].float()
 
     def _losses(
         self, batch: Batch, weights: Tensor | None, entropy_cost: float
@@ -318,7 +330,10 @@ class Learner:
             # actor zeroed it already before row 0 if the previous step ended an episode
             done = batch.terminated | batch.truncated
             reset = torch.cat([torch.zeros_like(done[:1]), done], dim=0)
-        out = self._forward(batch.obs, batch.initial_core_state, reset)
+        last_action = None
+        if self.model.last_action:
+            last_action, _ = last_actions(batch, self.model.num_actions)
+        out = self._forward(batch.obs, batch.initial_core_state, reset, last_action)
         # the model returns float32 logits and values even under autocast
         logits, values = out.logits[:-1], out.value[:-1]
         bootstrap_value = out.value[-1]

@@ -49,7 +49,7 @@ import numpy as np
 from learner.sum_tree import SumTree, check_priorities
 from protocol.messages import Trajectory, TrajectorySpec
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 """Bumped on any incompatible change of :meth:`PrioritizedReplay.state_dict`."""
 
 # Header fields of a Trajectory (not arrays, not in the spec) that the replay keeps per slot.
@@ -504,7 +504,8 @@ class PrioritizedReplay:
                     seq=int(self._header["seq"][slot]),
                     env_index=int(self._header["env_index"][slot]),
                     obs=obs[row],
-                    **{name: value[row] for name, value in arrays.items()},
+                    # value[row, ...]: a 0-d array (not a numpy scalar) for per-unroll fields
+                    **{name: value[row, ...] for name, value in arrays.items()},
                     **variable,
                     episodes=[],
                 )

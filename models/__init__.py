@@ -22,7 +22,8 @@ def build_model(cfg: ModelConfig, obs_shape: tuple[int, ...], num_actions: int) 
     Args:
         cfg: the ``model`` config section: ``torso``, ``hidden_size``, ``mlp_layers``,
             ``layer_norm``, ``core``, ``core_size``, ``transformer_window``,
-            ``transformer_layers``, ``transformer_heads``, ``noisy``, ``noisy_sigma0``.
+            ``transformer_layers``, ``transformer_heads``, ``noisy``, ``noisy_sigma0``,
+            ``last_action``.
         obs_shape: per-sample observation shape: ``(C, H, W)`` for the image torsos
             (``impala``, ``nature``; uint8 pixels), ``(D,)`` for ``mlp`` (float vectors).
         num_actions: size of the discrete action space (>= 1).
@@ -68,6 +69,7 @@ def build_model(cfg: ModelConfig, obs_shape: tuple[int, ...], num_actions: int) 
         core=_build_core(cfg, torso.hidden_size),
         noisy=cfg.noisy,
         noisy_sigma0=cfg.noisy_sigma0,
+        last_action=cfg.last_action,
     )
 
 

@@ -59,8 +59,14 @@ class ActorCritic(nn.Module):
     ``torso`` maps ``[N, *obs_shape]`` to ``[N, hidden]`` features; an optional ``core``
     (:mod:`models.cores`: LSTM, GRU or gated transformer-XL) turns the time-major feature
     sequence into ``[T, B, core_size]`` features with memory; ``policy`` maps the result to
-    ``num_actions`` logits and ``baseline`` to one value. (IMPALA's last-action/reward core
-    inputs are not used.)
+    ``num_actions`` logits and ``baseline`` to one value.
+
+    Last-action input (``last_action=True``; IMPALA's, Espeholt et al. 2018, Fig. 3, without the
+    reward): the torso features are concatenated with a one-hot of the previous action (A + 1
+    slots; slot A = "none", an episode's first step) and mixed by one ReLU layer
+    (``last_action_layer``, ``hidden -> hidden``) before the core and heads. It makes the policy
+    see what it is still pressing where the screen cannot show it: in Super Mario Bros a held
+    A does not jump again, so "right+A" jumps or runs depending on the previous action.
 
     Head initialisation: orthogonal weights, zero biases (Baselines/CleanRL convention); the
     policy head has gain 0.01 so the initial logits are ~0 and the initial policy is close to
@@ -86,6 +92,7 @@ class ActorCritic(nn.Module):
         num_actions: size A of the discrete action space.
         cpu_bf16_inference: whether grad-free CPU forwards run the torso in bfloat16.
         noisy: whether the heads are NoisyLinear layers.
+        last_action: whether :meth:`forward` and :meth:`act` take the previous actions.
         torso, core, policy, baseline: the sub-modules (their names fix the state_dict keys;
             ``core`` is None for a feed-forward model).
     """
@@ -97,6 +104,7 @@ class ActorCritic(nn.Module):
         core: Core | None = None,
         noisy: bool = False,
         noisy_sigma0: float = 0.5,
+        last_action: bool = False,
     ) -> None:
         """Raises ValueError if ``num_actions < 1`` or ``core.input_size`` is not the torso's
         ``hidden_size``."""
@@ -111,8 +119,15 @@ class ActorCritic(nn.Module):
         self.num_actions: int = int(num_actions)
         self.cpu_bf16_inference: bool = False
         self.noisy: bool = bool(noisy)
+        self.last_action: bool = bool(last_action)
         self.torso = torso
         self.core = core
+        self.last_action_layer: nn.Module | None = None
+        if self.last_action:
+            hidden = torso.hidden_size
+            self.last_action_layer = nn.Sequential(
+                nn.Linear(hidden + self.num_actions + 1, hidden), nn.ReLU()
+            )
         features = torso.hidden_size if core is None else core.output_size
         self.policy: nn.Module
         self.baseline: nn.Module
@@ -190,8 +205,25 @@ class ActorCritic(nn.Module):
             return features.float()
         return self.torso(flat)
 
+    def _mix_last_action(self, features: Tensor, last_action: Tensor | None, lead: tuple) -> Tensor:
+        """``[N, hidden]`` torso features -> ``[N, hidden]`` with the previous action mixed in."""
+        if self.last_action_layer is None:
+            return features
+        if last_action is None or tuple(last_action.shape) != tuple(lead):
+            got = None if last_action is None else tuple(last_action.shape)
+            raise ValueError(
+                f"last_action: this model takes the previous actions (model.last_action), "
+                f"expected an int64 tensor of shape {list(lead)}, got {got}"
+            )
+        one_hot = nn.functional.one_hot(last_action.reshape(-1).long(), self.num_actions + 1)
+        return self.last_action_layer(torch.cat([features.float(), one_hot.float()], dim=-1))
+
     def forward(
-        self, obs: Tensor, core_state: Tensor | None = None, reset: Tensor | None = None
+        self,
+        obs: Tensor,
+        core_state: Tensor | None = None,
+        reset: Tensor | None = None,
+        last_action: Tensor | None = None,
     ) -> PolicyOutput:
         """Policy logits, values and the final core state.
 
@@ -205,6 +237,9 @@ class ActorCritic(nn.Module):
             reset: bool ``[T, B]``; ``reset[t, b]`` = env ``b``'s episode starts at step ``t``:
                 its state is zeroed before step ``t`` is processed. None = no resets. Ignored
                 without a core.
+            last_action: int64 with ``obs``'s leading dims: the action before each observation,
+                A (:attr:`num_actions`) at an episode's first step. Required with
+                :attr:`last_action`, ignored otherwise.
 
         Returns:
             :class:`PolicyOutput`: float32 ``logits [..., A]``, ``value [...]`` and
@@ -213,7 +248,8 @@ class ActorCritic(nn.Module):
 
         Raises:
             ValueError: wrongly shaped ``obs``, ``core_state`` or ``reset`` (with a core,
-                ``obs`` must have exactly two leading dims).
+                ``obs`` must have exactly two leading dims), or a missing or wrongly shaped
+                ``last_action`` for a model with the last-action input.
             TypeError: ``core_state`` or ``reset`` is not a tensor (e.g. a bool passed
                 positionally by a caller of the old ``act(obs, greedy, generator)``).
         """
@@ -222,6 +258,7 @@ class ActorCritic(nn.Module):
         lead = self._leading_shape(obs)
         if self.core is None:
             features = self._torso(obs.reshape(math.prod(lead), *self.obs_shape))
+            features = self._mix_last_action(features, last_action, tuple(lead))
             state_out = torch.zeros((*lead[-1:], 0), dtype=torch.float32, device=obs.device)
         else:
             if len(lead) != 2:
@@ -233,6 +270,7 @@ class ActorCritic(nn.Module):
             if core_state is None:
                 core_state = self.initial_state(batch, obs.device)
             flat = self._torso(obs.reshape(steps * batch, *self.obs_shape))
+            flat = self._mix_last_action(flat, last_action, tuple(lead))
             out, state_out = self.core(
                 flat.float().view(steps, batch, -1),
                 core_state,
@@ -254,6 +292,7 @@ class ActorCritic(nn.Module):
         reset: Tensor | None = None,
         greedy: bool = False,
         generator: torch.Generator | None = None,
+        last_action: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Choose actions for one agent step of a batch of envs.
 
@@ -267,6 +306,8 @@ class ActorCritic(nn.Module):
                 is zeroed first). None = no resets.
             greedy: take ``argmax`` of the logits instead of sampling.
             generator: optional RNG for the sampling (for reproducible actors).
+            last_action: int64 ``[B]`` (``obs``'s leading dims): each env's previous action,
+                A at an episode start. Required with :attr:`last_action`, ignored otherwise.
 
         Returns:
             ``(action, logits, core_state)``: int64 ``[B]`` actions drawn from
@@ -281,7 +322,7 @@ class ActorCritic(nn.Module):
         _check_tensor("core_state", core_state)
         _check_tensor("reset", reset)
         if self.core is None:
-            out = self.forward(obs)
+            out = self.forward(obs, last_action=last_action)
             logits = out.logits
         else:
             if obs.dim() != len(self.obs_shape) + 1:
@@ -292,7 +333,10 @@ class ActorCritic(nn.Module):
             if reset is not None and tuple(reset.shape) != (obs.shape[0],):
                 raise ValueError(f"reset must be [B] = [{obs.shape[0]}], got {tuple(reset.shape)}")
             out = self.forward(
-                obs.unsqueeze(0), core_state, None if reset is None else reset.view(1, -1)
+                obs.unsqueeze(0),
+                core_state,
+                None if reset is None else reset.view(1, -1),
+                None if last_action is None else last_action.unsqueeze(0),
             )
             logits = out.logits[0]
         assert out.core_state is not None
@@ -311,5 +355,6 @@ def _check_tensor(name: str, value: object) -> None:
     if value is not None and not isinstance(value, Tensor):
         raise TypeError(
             f"{name} must be a Tensor or None, got {type(value).__name__}; note act's signature "
-            "is act(obs, core_state=None, reset=None, greedy=False, generator=None)"
+            "is act(obs, core_state=None, reset=None, greedy=False, generator=None, "
+            "last_action=None)"
         )

@@ -96,7 +96,9 @@ def encode(message: Message) -> list[Frame]:
     arrays = []
     frames: list[Frame] = []
     for name in array_names:
-        arr = np.ascontiguousarray(getattr(message, name))
+        arr = np.asarray(getattr(message, name))
+        if not arr.flags.c_contiguous:  # not always: ascontiguousarray makes a 0-d array [1]
+            arr = np.ascontiguousarray(arr)
         if arr.dtype.name not in ALLOWED_DTYPES:
             raise ProtocolError(name, "bad_dtype", f"{arr.dtype} is not allowed on the wire")
         arrays.append([name, arr.dtype.name, list(arr.shape)])

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 """Bumped on any incompatible change of a message or of the trajectory layout."""
 
 ALLOWED_DTYPES: frozenset[str] = frozenset(
@@ -93,6 +93,10 @@ class TrajectorySpec:
         - ``initial_core_state`` [*state_shape] float32: the recurrent core state before the
           unroll's first step (the learner re-runs the core from it, resetting it wherever an
           episode ends).
+        - ``initial_last_action`` [] int64: the action taken before ``obs[0]``, or
+          :attr:`no_action` (= A) when ``obs[0]`` starts an episode. Later steps' previous
+          actions follow from ``action`` and the episode ends, so only this one travels; a
+          model with ``model.last_action`` takes them as input (IMPALA's last-action input).
         """
         t = self.unroll_length
         obs_dtype = np.dtype(self.obs_dtype)
@@ -106,7 +110,13 @@ class TrajectorySpec:
             "policy_version": ArraySpec((t,), np.dtype(np.int64)),
             "truncated_obs": ArraySpec((None, *self.obs_shape), obs_dtype),
             "initial_core_state": ArraySpec(tuple(self.state_shape), np.dtype(np.float32)),
+            "initial_last_action": ArraySpec((), np.dtype(np.int64)),
         }
+
+    @property
+    def no_action(self) -> int:
+        """The previous-action index of an episode's first step: A, one past the real ones."""
+        return self.num_actions
 
     def empty(self, num_truncated: int = 0) -> dict[str, np.ndarray]:
         """Zero-filled arrays for every field (buffers and test fixtures derive from this)."""
@@ -122,8 +132,8 @@ class TrajectorySpec:
         Raises:
             ProtocolError: naming the first offending field: wrong shape or dtype, actions
                 outside [0, A), non-finite rewards or logits, a ``truncated_obs`` count that
-                differs from the number of truncated steps, or a step both terminated and
-                truncated.
+                differs from the number of truncated steps, a step both terminated and
+                truncated, or an ``initial_last_action`` outside [0, A].
         """
         for name, spec in self.fields.items():
             spec.check(name, getattr(traj, name))
@@ -146,6 +156,12 @@ class TrajectorySpec:
             )
         if not np.isfinite(traj.initial_core_state).all():
             raise ProtocolError("initial_core_state", "not_finite")
+        if not 0 <= int(traj.initial_last_action) <= self.no_action:
+            raise ProtocolError(
+                "initial_last_action",
+                "out_of_range",
+                f"must be in [0, {self.no_action}] ({self.no_action} = episode start)",
+            )
         if traj.policy_version.size and traj.policy_version.min() < 0:
             raise ProtocolError("policy_version", "out_of_range", "must be >= 0")
 
@@ -317,6 +333,7 @@ class Trajectory(Message):
     policy_version: np.ndarray
     truncated_obs: np.ndarray
     initial_core_state: np.ndarray
+    initial_last_action: np.ndarray
     episodes: list[EpisodeStats] = field(default_factory=list)
 
 

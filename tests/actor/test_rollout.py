@@ -89,3 +89,38 @@ def test_truncated_obs_travel_with_their_unroll() -> None:
     np.testing.assert_array_equal(traj.truncated_obs, [[0, 2]])
     np.testing.assert_array_equal(traj.obs[2], [1, 0])  # next episode's first observation
     assert [e.length for e in traj.episodes] == [2]
+
+
+def test_previous_actions_carry_across_unrolls_and_reset_at_episode_ends() -> None:
+    """The actor's view of each env's previous action (``current_last_action``), the
+    ``initial_last_action`` each unroll carries, and the learner's derivation from the unroll
+    (:func:`learner.collate.last_actions`) agree step for step."""
+    import torch
+
+    from learner.collate import collate, last_actions
+
+    spec = TrajectorySpec(3, (2,), np.dtype(np.float32), 3)
+    envs = [CountingEnv(length=4, truncate=False), CountingEnv(length=2, truncate=True)]
+    collector = UnrollCollector(spec, num_envs=2, actor_id=0, run_id="r")
+    collector.reset(np.stack([env.reset()[0] for env in envs]))
+    rng = np.random.default_rng(0)
+    seen, unrolls = [], []
+    for _ in range(9):
+        seen.append(collector.current_last_action)
+        actions = rng.integers(0, 3, 2)
+        result = step_envs(envs, actions)
+        unrolls += collector.record(actions, np.zeros((2, 3), np.float32), 0, result)
+    assert seen[0].tolist() == [3, 3]  # no previous action: every episode starts here
+    # env 1 ends an episode every 2 steps, so its previous action is "none" at steps 2, 4, ...
+    assert [int(s[1]) for s in seen[2::2]] == [3, 3, 3, 3]
+    assert [int(s[0]) for s in seen[1:4]] != [3, 3, 3]
+    for traj in unrolls:
+        spec.validate(traj)
+    for k, start in enumerate(range(0, 9, 3)):
+        batch = collate([unrolls[2 * k], unrolls[2 * k + 1]])
+        rows, _ = last_actions(batch, spec.no_action)
+        expected = np.stack(seen[start : start + 3])  # [T, B] what the actor fed its model
+        np.testing.assert_array_equal(rows[:3].numpy(), expected)
+        if start + 3 < 9:
+            np.testing.assert_array_equal(rows[3].numpy(), seen[start + 3])  # bootstrap row
+        assert batch.initial_last_action.dtype == torch.int64

@@ -15,22 +15,47 @@ def returns(run_dir: Path) -> list[float]:
     return [json.loads(line)["return"] for line in lines]
 
 
+def train_and_score(launch, run_dir: Path, *args: str) -> float:
+    """Run the launcher to the end; the mean return of its last 100 episodes."""
+    done = launch("--run-dir", str(run_dir), *args, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    last = returns(run_dir)[-100:]
+    return sum(last) / len(last)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("core", "solved"), [("lstm", True), ("gru", True), ("none", False)])
 def test_memory_task_needs_and_gets_a_recurrent_core(
     tmp_path: Path, launch, endpoints: list[str], core: str, solved: bool
 ) -> None:
     """Recall at step 5 a cue shown at step 0: recurrent cores learn it, feed-forward cannot."""
-    run_dir = tmp_path / core
-    done = launch("--config", "configs/memory.toml", "--run-dir", str(run_dir),
-                  "--model.core", core, *endpoints, timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    last = returns(run_dir)[-100:]
-    mean = sum(last) / len(last)
+    mean = train_and_score(launch, tmp_path / core, "--config", "configs/memory.toml",
+                           "--model.core", core, *endpoints)  # fmt: skip
     if solved:
         assert mean >= 0.9, f"{core}: mean return {mean:.2f} over the last 100 episodes"
     else:
         assert mean <= 0.3, f"{core}: mean return {mean:.2f}; a memoryless policy can't recall"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("last_action", [True, False])
+def test_alternating_needs_and_gets_the_last_action_input(
+    tmp_path: Path, launch, endpoints: list[str], last_action: bool
+) -> None:
+    """Reward for changing action on a blank screen (tests/fixtures/alternate_env.py): with
+    the previous action as input the policy learns to alternate (return -> 10), without it no
+    policy beats a coin flip (5.5). Checks that actor and learner agree on previous actions,
+    including across unroll boundaries (T = 12 > the 10-step episodes) and in replay."""
+    mean = train_and_score(launch, tmp_path / f"last-action-{last_action}",
+                           "--config", "configs/memory.toml",
+                           "--env.id", "tests.fixtures.alternate_env:Alternate-v0",
+                           "--model.core", "none", "--model.last_action", str(last_action).lower(),
+                           "--replay.enabled", "true", "--replay.ratio", "0.5",
+                           "--replay.min_size", "16", *endpoints)  # fmt: skip
+    if last_action:
+        assert mean >= 9.0, f"mean return {mean:.2f} over the last 100 episodes (max 10)"
+    else:
+        assert mean <= 6.5, f"mean return {mean:.2f}; without the last action 5.5 is the best"
 
 
 @pytest.mark.slow

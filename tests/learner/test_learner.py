@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from configs import schema
-from learner.collate import collate
+from learner.collate import collate, last_actions
 from learner.learner import Learner
 from learner.targets import bootstrap_inputs
 from protocol.messages import Trajectory, TrajectorySpec
@@ -38,6 +38,23 @@ def test_collate_is_time_major_and_indexes_truncations() -> None:
     # flat index t * B + b, row for row with truncated_obs
     assert batch.truncated_index.tolist() == [2 * 3 + 1, 0 * 3 + 2, 3 * 3 + 2]
     assert batch.truncated_obs[:, 0].tolist() == [101, 102, 102]
+
+
+def test_last_actions_follow_actions_and_reset_after_episode_ends() -> None:
+    first = traj(0, terminated_at=(1,))
+    second = traj(1, truncated_at=(2,))
+    for t, arrays in ((first, [1, 0, 1, 1]), (second, [0, 1, 1, 0])):
+        t.action[:] = arrays
+    first.initial_last_action.fill(2)  # "none": the unroll starts an episode
+    second.initial_last_action.fill(1)
+    batch = collate([first, second])
+    rows, final = last_actions(batch, SPEC.no_action)
+    assert rows.shape == (5, 2) and rows.dtype == torch.int64
+    assert rows[:, 0].tolist() == [2, 1, 2, 1, 1]  # step 1 terminated: row 2 starts afresh
+    assert rows[:, 1].tolist() == [1, 0, 1, 2, 0]  # step 2 truncated: row 3 starts afresh
+    assert final.tolist() == [1]  # the truncated step's final obs follows its own action
+    with pytest.raises(ValueError, match="initial_last_action"):
+        last_actions(batch._replace(initial_last_action=None), SPEC.no_action)
 
 
 def test_bootstrap_inputs_zero_terminations_and_bootstrap_truncations() -> None:

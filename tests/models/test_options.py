@@ -244,3 +244,32 @@ def test_round_trip(option: str, via: str) -> None:
     assert torch.equal(a.logits, b.logits)
     assert torch.equal(a.value, b.value)
     assert torch.equal(a.core_state, b.core_state)
+
+
+# -- last-action input -----------------------------------------------------------------------
+@pytest.mark.parametrize("core", ["none", "lstm"])
+def test_last_action_input_changes_the_policy_and_is_required(core: str) -> None:
+    model = make(core=core, last_action=True)
+    assert "last_action_layer.0.weight" in model.state_dict()
+    assert model.state_dict()["last_action_layer.0.weight"].shape == (16, 16 + A + 1)
+    obs = obs_for(VEC, (3, 2))  # [T, B] time-major works with and without a core
+    previous = torch.tensor([[A, 0], [1, 4], [2, A]])  # A = "none": an episode's first step
+    out = model(obs, last_action=previous)
+    other = model(obs, last_action=(previous + 1) % (A + 1))
+    assert out.logits.shape == (3, 2, A)
+    assert not torch.allclose(out.logits, other.logits)  # the input reaches the heads
+    with pytest.raises(ValueError, match="last_action"):
+        model(obs)
+    with pytest.raises(ValueError, match="last_action"):
+        model(obs, last_action=previous[0])
+    with torch.inference_mode():
+        action, logits, _ = model.act(obs[0], last_action=previous[0])
+    assert action.shape == (2,)
+    torch.testing.assert_close(logits, out.logits[0])
+
+
+def test_models_without_the_last_action_input_ignore_it() -> None:
+    model = make()
+    assert not any(k.startswith("last_action_layer") for k in model.state_dict())
+    obs = obs_for(VEC, (2,))
+    torch.testing.assert_close(model(obs).logits, model(obs, last_action=torch.ones(2)).logits)

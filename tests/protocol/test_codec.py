@@ -253,6 +253,13 @@ def test_size_limits_apply_before_decoding() -> None:
             "both_terminated_and_truncated",
         ),
         (lambda a: a["policy_version"].__setitem__(0, -5), "policy_version", "out_of_range"),
+        # A (= no_action) is the largest valid previous action; -1 and A + 1 are not
+        (
+            lambda a: a["initial_last_action"].fill(SPEC.num_actions + 1),
+            "initial_last_action",
+            "out_of_range",
+        ),
+        (lambda a: a["initial_last_action"].fill(-1), "initial_last_action", "out_of_range"),
     ],
 )
 def test_spec_rejects_bad_values(mutate, field: str, reason: str) -> None:
