@@ -25,8 +25,8 @@ cosine learning rate) therefore stay at their starting values. It prints one JSO
   for non-Mario envs (CartPole): it is what ``launcher.py tune`` optimises there.
 
 After the launcher has stopped (so it does not compete with training for the CPU), the random
-and right baselines are evaluated on the training stages (N = 20 episodes on one stage, at least
-2 per stage on several) with the eval command
+and right baselines are evaluated on the training stages (N = 100 episodes, the size of the
+agent's window, spread over the stages, at least 2 per stage) with the eval command
 (``launcher.py eval --policy random,right --stages S --episodes N --config RUN_DIR/config.toml
 --out RUN_DIR/baselines``, same action set and preprocessing as the run) unless ``--baselines``
 names an ``eval.json`` to reuse or N is 0. The last line (``"type": "summary"``) holds the final
@@ -71,6 +71,7 @@ from protocol.transport import free_tcp_port
 ROOT = Path(__file__).resolve().parents[1]
 UNREACHABLE_BUDGET = "1_000_000_000_000"  # env frames: the run never ends by itself here
 WINDOW = 100  # episodes behind the windowed figures, as in the launcher's progress line
+BASELINE_EPISODES = WINDOW  # per baseline, spread over the stages: a sample as large as the agent's
 TARGET_VS_RANDOM = 1.25  # the bar: mean_max_x >= 1.25 x the random baseline's
 CURVE_FILE = "learning_curve.png"
 STOP_TIMEOUT_S = 180.0  # the learner writes a final checkpoint after SIGTERM
@@ -437,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline-episodes",
         type=int,
         default=None,
-        help="episodes per stage for each baseline; 0 = skip [default: 20 spread over the "
+        help="episodes per stage for each baseline; 0 = skip [default: 100 spread over the "
         "stages, at least 2 per stage]",
     )
     parser.add_argument(
@@ -474,8 +475,10 @@ def main(argv: list[str] | None = None) -> int:
     stages = training_stages(config)
     baselines: dict[str, dict[str, float]] | None = None
     episodes = args.baseline_episodes
-    if episodes is None:  # 20 on one stage; all 32 would take ~2 s x 1,280 episodes at 20 each
-        episodes = max(2, math.ceil(20 / max(1, len(stages))))
+    if episodes is None:
+        # as many as the agent's window: random play's max x varies a lot (on 1-1, 20 episodes
+        # gave a mean of 673 and 200 gave 692), and a small sample moves the ratio with it
+        episodes = max(2, math.ceil(BASELINE_EPISODES / max(1, len(stages))))
     if stages and (args.baselines is not None or episodes > 0):
         try:
             eval_json = args.baselines or run_baselines(
