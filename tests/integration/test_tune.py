@@ -33,7 +33,7 @@ def test_a_new_study_starts_from_the_preset() -> None:
                                        "unroll_length": 20, "discount": 0.99,
                                        "replay_ratio": 0.0}  # fmt: skip
     mario = preset_params(schema.load(ROOT / "configs" / "mario-1-1.toml"))
-    assert mario is not None and mario["replay_ratio"] == 0.5
+    assert mario is not None and mario["replay_ratio"] == 0.75
     assert preset_params(schema.load(None, {"learner.discount": 0.97})) is None
 
 
