@@ -20,6 +20,7 @@ from configs import schema
 from protocol import transport
 from protocol.codec import encode
 from protocol.messages import (
+    PROTOCOL_VERSION,
     Hello,
     LearnerStatus,
     Trajectory,
@@ -96,7 +97,8 @@ class Fuzzer:
         elif kind == "pickle":
             frames = [pickle.dumps(Evil(self.marker)), pickle.dumps({"t": "trajectory"})]
         else:
-            frames = [msgpack.packb({"v": 1, "t": ["trajectory"], "f": {}, "a": []})]
+            header = {"v": PROTOCOL_VERSION, "t": ["trajectory"], "f": {}, "a": []}
+            frames = [msgpack.packb(header)]
         self.sent[kind] += 1
         return kind, [bytes(f) for f in frames]
 
