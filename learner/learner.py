@@ -291,25 +291,22 @@ class Learner:
 
         ``obs`` [T+1, B, ...]; for a recurrent core also ``core_state`` [B, *state_shape] and
         ``reset`` [T+1, B] bool (zero the state before that step); for a model with the
-        last-action input ``last_action`` int64 with ``obs``'s leading dims.
+        last-action input ``last_action`` int64 with ``obs``'s leading dims (other models
+        ignore it).
         """
-        if not self.model.last_action:
-            last_action = None
         with self._autocast():
             if self.model.state_shape == (0,):
                 return self.train_model(obs, last_action=last_action)
             return self.train_model(obs, core_state, reset, last_action)
 
-    def _final_values(self, batch: Batch) -> Tensor:
-        """V(final observation) [N] of truncated steps, no grad.
+    def _final_values(self, batch: Batch, final_last: Tensor | None) -> Tensor:
+        """V(final observation) [N] of truncated steps, no grad; ``final_last`` [N] int64 is
+        each one's previous action (None without the last-action input).
 
         With a recurrent core the exact value would need the core state at that step, which
         the batch does not carry; the core runs one step from its initial (zero) state there,
         an approximation that only touches the rare time-limit truncations.
         """
-        final_last = None
-        if self.model.last_action:
-            _, final_last = last_actions(batch, self.model.num_actions)
         with torch.no_grad():
             if self.model.state_shape == (0,):
                 return self._forward(batch.truncated_obs, last_action=final_last).value.float()
@@ -330,16 +327,16 @@ class Learner:
             # actor zeroed it already before row 0 if the previous step ended an episode
             done = batch.terminated | batch.truncated
             reset = torch.cat([torch.zeros_like(done[:1]), done], dim=0)
-        last_action = None
+        last_action = final_last = None
         if self.model.last_action:
-            last_action, _ = last_actions(batch, self.model.num_actions)
+            last_action, final_last = last_actions(batch, self.model.num_actions)
         out = self._forward(batch.obs, batch.initial_core_state, reset, last_action)
         # the model returns float32 logits and values even under autocast
         logits, values = out.logits[:-1], out.value[:-1]
         bootstrap_value = out.value[-1]
         final_values = None
         if batch.truncated_index.numel():
-            final_values = self._final_values(batch)
+            final_values = self._final_values(batch, final_last)
         rewards, discounts = bootstrap_inputs(
             batch, final_values, lc.discount, lc.reward_scale, lc.reward_clip
         )
