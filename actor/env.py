@@ -11,6 +11,8 @@ Mario pipeline (``cfg.is_mario``), outermost last::
     SuperMarioBros-W-S-v0 (NES, RGB (240, 256, 3) uint8, one NES frame per step)
     -> StageSwitcher, only if cfg.stages: moves the emulator to a stage sampled at every reset
        (uniform or curriculum; actor/stages.py, which also measures the switch cost)
+    -> FrontierRestarts, only if cfg.restart_fraction > 0: starts that fraction of episodes
+       from emulator snapshots along the agent's own earlier episodes (actor/restarts.py)
     -> NESFrameTap, only if make_env(frame_hook=...): every full-resolution RGB frame to a hook
        (evaluation videos; actor/preprocessing.py)
     -> JoypadSpace(action set cfg.actions)
@@ -31,7 +33,8 @@ On the step that ends an episode (``terminated or truncated``) ``info["episode"]
 ``return`` (float, sum of raw env rewards), ``length`` (int, agent steps), ``max_x_pos`` (int,
 the largest ``x_pos`` seen at reset or after any agent step; 0 for non-Mario), ``flag_get`` (bool,
 flag reached at any step; False for non-Mario), ``stage`` (str, ``"W-S"`` of the final step for
-Mario, ``cfg.id`` otherwise).
+Mario, ``cfg.id`` otherwise), ``restored`` (bool, the episode started from a frontier snapshot,
+not the stage's start; always False without ``cfg.restart_fraction``).
 
 Vector env (:func:`make_vector_env`, Gymnasium 1.4 ``SyncVectorEnv``, ``AutoresetMode.SAME_STEP``):
 an env that ends at step t is reset inside that same ``step`` call, so ``obs[i]`` is already the
@@ -166,6 +169,7 @@ class EpisodeInfo(gymnasium.Wrapper):
         self._length = 0
         self._max_x = 0
         self._flag = False
+        self._restored = False
 
     def _trim(self, info: dict[str, Any]) -> dict[str, Any]:
         if not self._mario:
@@ -185,6 +189,7 @@ class EpisodeInfo(gymnasium.Wrapper):
         self._first_seed = None
         obs, info = self.env.reset(seed=seed, options=options)
         self._return, self._length, self._max_x, self._flag = 0.0, 0, 0, False
+        self._restored = bool(info.get("restored", False))
         return obs, self._trim(info)
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
@@ -200,6 +205,7 @@ class EpisodeInfo(gymnasium.Wrapper):
                 "max_x_pos": self._max_x,
                 "flag_get": self._flag,
                 "stage": out["stage"] if self._mario else self._name,
+                "restored": self._restored,
             }
             if self._mario:
                 try:
@@ -230,6 +236,7 @@ def _make_mario(
     from nes_py.nes_env import NESEnv
     from nes_py.wrappers import JoypadSpace
 
+    from actor.restarts import FrontierRestarts
     from actor.stages import StageSampler, StageSwitcher, stage_env_id
 
     action_set = _mario_action_set(cfg)
@@ -247,11 +254,21 @@ def _make_mario(
         env.close()
         raise ValueError(f"env.id: {cfg.id!r} is not a nes-py Super Mario Bros env")
     env = RewardComponents(env, cfg.reward_weights if cfg.reward_shaping else None)
+    switcher = None
     if stages:
         sampler = StageSampler(
             stages, cfg.stage_sampling, cfg.curriculum_window, cfg.curriculum_min_weight
         )
-        env = StageSwitcher(env, sampler)
+        env = switcher = StageSwitcher(env, sampler)
+    if cfg.restart_fraction > 0:
+        env = FrontierRestarts(
+            env,
+            fraction=cfg.restart_fraction,
+            spacing=cfg.restart_spacing,
+            per_cell=cfg.restart_per_cell,
+            delay_frames=cfg.restart_delay_frames,
+            on_restore=switcher.skip_record if switcher is not None else None,
+        )
     if frame_hook is not None:
         env = NESFrameTap(env, frame_hook)
     env = JoypadSpace(env, action_set)

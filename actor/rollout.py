@@ -205,6 +205,7 @@ def step_envs(envs: Sequence, actions: np.ndarray) -> StepResult:
                     bool(ep.get("flag_get", False)),
                     str(ep.get("stage", "")),
                     {k: float(v) for k, v in ep.get("components", {}).items()},
+                    bool(ep.get("restored", False)),
                 )
             obs, _ = env.reset()
         obs_list.append(obs)

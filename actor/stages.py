@@ -385,6 +385,12 @@ class StageSwitcher(gymnasium.Wrapper):
         self._snapshots: dict[str, Any] = {self.stage: nes.dump_state()}
         self._steps = 0
         self._flag = False
+        self._record = True
+
+    def skip_record(self) -> None:
+        """Leave the episode in progress out of the sampler's clear rates (it did not start at
+        the stage's start: :class:`actor.restarts.FrontierRestarts` restored a snapshot)."""
+        self._record = False
 
     def _switch(self, stage: str) -> None:
         from gym_super_mario_bros._roms import decode_target
@@ -418,9 +424,9 @@ class StageSwitcher(gymnasium.Wrapper):
         """Record the last episode, move to the next sampled stage, reset there."""
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        if self._steps > 0:
+        if self._steps > 0 and self._record:
             self.sampler.record(self.stage, self._flag)
-        self._steps, self._flag = 0, False
+        self._steps, self._flag, self._record = 0, False, True
         stage = self.sampler.sample(self._rng)
         if stage != self.stage:
             self._switch(stage)

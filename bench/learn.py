@@ -65,6 +65,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from bench.final_eval import EVAL_EPISODES, EvalError, FinalEval, evaluate_final
 from configs import schema
 from protocol.transport import free_tcp_port
 
@@ -120,13 +121,22 @@ class TrainingRun:
         run_dir: the run directory (created).
         overrides: more launcher flags (``--section.field VALUE`` ...), after the budget and the
             free ports, so they win over both.
+        total_env_frames: the run's frame budget (``run.total_env_frames``), after which the
+            launcher stops by itself; None = :data:`UNREACHABLE_BUDGET` (stopped by the caller).
     """
 
-    def __init__(self, config: Path, run_dir: Path, overrides: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        run_dir: Path,
+        overrides: list[str] | None = None,
+        total_env_frames: int | None = None,
+    ) -> None:
         self.run_dir = run_dir
+        budget = UNREACHABLE_BUDGET if total_env_frames is None else str(total_env_frames)
         self.argv = [
             sys.executable, str(ROOT / "launcher.py"), "--config", str(config),
-            "--run-dir", str(run_dir), "--run.total_env_frames", UNREACHABLE_BUDGET,
+            "--run-dir", str(run_dir), "--run.total_env_frames", budget,
             *network_overrides(), *(overrides or []),
         ]  # fmt: skip
         self.out_path = run_dir / "launcher.out"
@@ -147,6 +157,11 @@ class TrainingRun:
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def finished(self) -> int | None:
+        """The launcher's exit status if it has exited, else None."""
+        assert self.proc is not None
+        return self.proc.poll()
 
     def check(self) -> None:
         """Raise :class:`BenchError` if the launcher has exited (it should run until stopped)."""
@@ -212,12 +227,16 @@ class RunProgress:
     """Progress of a run, read from ``RUN_DIR/episodes.jsonl`` and ``heartbeats.jsonl``.
 
     Call :meth:`update` to read what the learner appended since, then :meth:`figures`.
+    ``episodes`` holds only episodes that started at the stage's start (the reported figures);
+    those restored from a frontier snapshot (``"restored": true``, ``env.restart_fraction``) are
+    only counted, in ``restored_episodes``.
     """
 
     run_dir: Path
     episodes: list[dict[str, Any]] = field(default_factory=list)
     status: dict[str, Any] | None = None
     first_flag_frames: int | None = None
+    restored_episodes: int = 0
 
     def __post_init__(self) -> None:
         self._episodes = _JsonlTail(self.run_dir / "episodes.jsonl")
@@ -225,6 +244,9 @@ class RunProgress:
 
     def update(self) -> None:
         for record in self._episodes.read():
+            if record.get("restored"):
+                self.restored_episodes += 1
+                continue
             self.episodes.append(record)
             if self.first_flag_frames is None and record.get("flag_get"):
                 self.first_flag_frames = int(record["env_frames"])
@@ -255,6 +277,7 @@ class RunProgress:
             "flag_rate": round(float(flags.mean()), 3) if len(flags) else 0.0,
             "first_flag_frames": self.first_flag_frames,
             "mean_return": round(float(returns.mean()), 2) if len(returns) else 0.0,
+            "restored_episodes": self.restored_episodes,
         }
 
 
@@ -312,6 +335,7 @@ def plot_curve(
     mario: bool,
     path: Path,
     title: str,
+    final_eval: FinalEval | None = None,
 ) -> None:
     """Write the learning curve PNG (see the module docstring)."""
     import matplotlib
@@ -350,6 +374,16 @@ def plot_curve(
         ax2.set_ylabel(f"flag rate (last {WINDOW})")
         ax2.set_ylim(-0.02, 1.02)
         ax2.grid(alpha=0.3)
+        if final_eval is not None:
+            text = f"final eval, {final_eval.episodes} episodes/stage\n" + "\n".join(
+                f"{stage}: clear greedy {final_eval.clear_rate['greedy'][stage]:.2f}, "
+                f"sampled {final_eval.clear_rate['sampled'][stage]:.2f}; progress "
+                f"{final_eval.progress['greedy'][stage]:.2f} / "
+                f"{final_eval.progress['sampled'][stage]:.2f}"
+                for stage in final_eval.clear_rate["greedy"]
+            )
+            ax2.text(0.01, 0.97, text, transform=ax2.transAxes, va="top", fontsize=7,
+                     family="monospace", bbox={"facecolor": "white", "alpha": 0.8})  # fmt: skip
     axes[-1][0].set_xlabel("env frames (millions)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -391,31 +425,61 @@ def watch(
 def train_and_watch(
     config_path: Path,
     run_dir: Path,
-    minutes: float,
+    minutes: float | None,
     overrides: list[str],
+    frames: int | None = None,
 ) -> tuple[RunProgress, list[dict[str, Any]], float]:
-    """Run the launcher for ``minutes``, printing a progress line at every whole minute and at
-    the deadline; returns the progress, the printed lines and the seconds trained."""
-    run = TrainingRun(config_path, run_dir, overrides)
+    """Train until the frame budget ``frames`` is spent (the launcher then stops by itself) or
+    ``minutes`` of wall clock have passed (SIGTERM), whichever comes first; at least one must be
+    given. Prints a progress line at every whole minute and at the end; returns the progress,
+    the printed lines and the seconds trained.
+
+    Raises:
+        BenchError: the launcher exited early, or with a failure status.
+        ValueError: neither ``minutes`` nor ``frames`` given.
+    """
+    if minutes is None and frames is None:
+        raise ValueError("train_and_watch needs minutes or frames")
+    deadline = math.inf if minutes is None else minutes * 60.0
+    run = TrainingRun(config_path, run_dir, overrides, frames)
     progress = RunProgress(run_dir)
     lines: list[dict[str, Any]] = []
     last_frames, last_t = 0, 0.0
     run.start()
     try:
-        for mark, figures in watch(run, progress, marks(minutes * 60.0, 60.0)):
+        minute = 1
+        while True:
+            mark = min(60.0 * minute, deadline)
+            ended = False
+            while run.elapsed < mark:
+                status = run.finished()
+                if status is not None:
+                    if frames is None or status != 0:
+                        run.check()  # raises: it should have run until stopped, or it failed
+                    ended = True  # the frame budget was spent
+                    break
+                time.sleep(min(1.0, max(0.0, mark - run.elapsed)))
+            progress.update()
+            figures = progress.figures()
             now = run.elapsed
             fps = (figures["env_frames"] - last_frames) / max(now - last_t, 1e-9)
             last_frames, last_t = figures["env_frames"], now
-            figures["minute"] = round(mark / 60.0, 2) if mark % 60 else int(mark // 60)
+            at = now if ended else mark
+            figures["minute"] = int(at // 60) if at % 60 == 0 else round(at / 60.0, 2)
             figures["env_fps"] = round(fps, 1)
             line = {"type": "progress", **{k: figures[k] for k in PROGRESS_KEYS}}
             lines.append(line)
             _emit(line)
+            if ended or mark >= deadline:
+                break
+            minute += 1
     finally:
         seconds = run.elapsed
         run.stop()
-    # not updated after the stop: the figures stay those at the deadline (the learner still
-    # logs the episodes of unrolls it had queued while it stops)
+    if frames is not None:
+        progress.update()  # the last episodes the learner logged before its budget ran out
+    # with a deadline, not updated after the stop: the figures stay those at the deadline (the
+    # learner still logs the episodes of unrolls it had queued while it stops)
     return progress, lines, seconds
 
 
@@ -430,7 +494,26 @@ def main(argv: list[str] | None = None) -> int:
         description="Train from scratch for M minutes through launcher.py; print JSON lines.",
     )
     parser.add_argument("--config", type=Path, required=True, help="TOML preset")
-    parser.add_argument("--minutes", type=float, required=True, help="wall-clock minutes")
+    parser.add_argument(
+        "--frames",
+        type=float,
+        default=None,
+        help="frame budget in env frames (e.g. 1_500_000): becomes run.total_env_frames, so "
+        "schedules over the budget run their course; the run stops when it is spent",
+    )
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="wall-clock minutes (with --frames: a cap; the run stops at whichever comes first)",
+    )
+    parser.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=EVAL_EPISODES,
+        help="Mario: final-checkpoint eval episodes per stage, greedy and sampled each; 0 = skip "
+        f"[default: {EVAL_EPISODES}]",
+    )
     parser.add_argument(
         "--run-dir", type=Path, default=None, help="[default: runs/learn-<timestamp>]"
     )
@@ -449,8 +532,15 @@ def main(argv: list[str] | None = None) -> int:
         help="reuse this eval.json (random,right on the same stages) instead of evaluating",
     )
     args = parser.parse_args(args_in)
-    if args.minutes <= 0:
+    if args.minutes is None and args.frames is None:
+        parser.error("give --frames N (a frame budget) or --minutes M, or both")
+    if args.minutes is not None and args.minutes <= 0:
         parser.error("--minutes: must be > 0")
+    frames = None if args.frames is None else int(args.frames)
+    if frames is not None and frames < 1:
+        parser.error("--frames: must be >= 1")
+    if args.eval_episodes < 0:
+        parser.error("--eval-episodes: must be >= 0")
     if args.baseline_episodes is not None and args.baseline_episodes < 0:
         parser.error("--baseline-episodes: must be >= 0")
     try:
@@ -462,7 +552,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
 
     try:
-        progress, lines, seconds = train_and_watch(args.config, run_dir, args.minutes, extra)
+        progress, lines, seconds = train_and_watch(
+            args.config, run_dir, args.minutes, extra, frames
+        )
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -494,12 +586,23 @@ def main(argv: list[str] | None = None) -> int:
             return None
         return round(final["mean_max_x"] / baselines[policy]["mean_x_pos"], 3)
 
-    shown = progress.episodes  # those logged up to the deadline
+    final_eval: FinalEval | None = None
+    if stages and args.eval_episodes > 0:
+        try:
+            final_eval = evaluate_final(run_dir, stages, args.eval_episodes, config.run.seed)
+        except (EvalError, OSError, KeyError, ValueError) as exc:
+            print(f"error: final eval: {exc}", file=sys.stderr)
+            return 1
+
+    shown = progress.episodes  # true-start episodes logged up to the end
     curve = run_dir / CURVE_FILE
+    budget = f"{frames / 1e6:g}M frames" if frames is not None else f"{args.minutes:g} min"
     plot_curve(
         shown, baselines, config.env.is_mario, curve,
         f"{args.config.name}: {config.env.id}"
-        + (f" ({len(stages)} stages)" if len(stages) > 1 else "") + f", {args.minutes:g} min",
+        + (f" ({len(stages)} stages)" if len(stages) > 1 else "") + f", {budget}"
+        + (f", seed {config.run.seed}"),
+        final_eval,
     )  # fmt: skip
     vs_random = ratio("random")
     summary = {
@@ -507,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
         "config": str(args.config),
         "env_id": config.env.id,
         "stages": list(stages),
+        "seed": config.run.seed,
+        "frames": frames,
         "minutes": args.minutes,
         "seconds": round(seconds, 1),
         "env_frames": final["env_frames"],
@@ -520,6 +625,12 @@ def main(argv: list[str] | None = None) -> int:
         "flags": sum(bool(e.get("flag_get")) for e in shown),
         "first_flag_frames": final["first_flag_frames"],
         "mean_return": final["mean_return"],
+        "restored_episodes": progress.restored_episodes,
+        "eval_episodes": final_eval.episodes if final_eval else None,
+        "eval_clear_rate_greedy": final_eval.clear_rate["greedy"] if final_eval else None,
+        "eval_clear_rate_sampled": final_eval.clear_rate["sampled"] if final_eval else None,
+        "eval_progress_greedy": final_eval.progress["greedy"] if final_eval else None,
+        "eval_progress_sampled": final_eval.progress["sampled"] if final_eval else None,
         "baselines": baselines,
         "vs_random": vs_random,
         "vs_right": ratio("right"),

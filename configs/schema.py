@@ -140,6 +140,29 @@ class EnvConfig:
         le=1,
     )
 
+    restart_fraction: float = option(
+        0.0,
+        "Mario: fraction of episodes that start from an emulator snapshot the env saved along "
+        "the agent's own earlier episodes instead of the stage's start (Go-Explore's restore, "
+        "Ecoffet et al. 2021; Backplay, Resnick et al. 2018; actor/restarts.py). Such episodes "
+        "are counted apart and never enter the reported flag rate, x figures or curriculum; "
+        "evaluation never uses them. 0 = off; at most 0.95, so true-start episodes remain.",
+        ge=0,
+        le=0.95,
+    )
+    restart_spacing: int = option(
+        64, "Restarts: archive cell width in pixels of x_pos (one snapshot taken per cell).", ge=8
+    )
+    restart_per_cell: int = option(
+        4, "Restarts: newest snapshots kept per cell (first in, first out).", ge=1
+    )
+    restart_delay_frames: int = option(
+        90,
+        "Restarts: NES frames Mario must survive after a snapshot before it is kept, so that "
+        "doomed states (mid-fall into a pit) never become restart points.",
+        ge=0,
+    )
+
     def __post_init__(self) -> None:
         if not self.stages:
             return

@@ -202,7 +202,8 @@ def default_stages(config: schema.Config) -> tuple[str, ...]:
 
 
 def stage_env_config(env: EnvConfig, stage: str, max_episode_steps: int = 0) -> EnvConfig:
-    """The env config that plays exactly ``stage`` (no stage sampling).
+    """The env config that plays exactly ``stage`` from its start (no stage sampling, no
+    frontier restarts: evaluation always starts at the stage's true start).
 
     Args:
         env: the run's env section (preprocessing, action set).
@@ -216,10 +217,12 @@ def stage_env_config(env: EnvConfig, stage: str, max_episode_steps: int = 0) -> 
     if not env.is_mario:
         if stage != env.id:
             raise ValueError(f"--stages: {env.id!r} is not a Mario env; it has no stage {stage}")
-        return dataclasses.replace(env, max_episode_steps=steps)
+        return dataclasses.replace(env, max_episode_steps=steps, restart_fraction=0.0)
     if not env.id.startswith("SuperMarioBros-"):
         raise ValueError(f"--stages: stages name SMB1 levels; env.id is {env.id!r}")
-    return dataclasses.replace(env, id=stage_env_id(stage), stages=(), max_episode_steps=steps)
+    return dataclasses.replace(
+        env, id=stage_env_id(stage), stages=(), max_episode_steps=steps, restart_fraction=0.0
+    )
 
 
 def make_stage_env(

@@ -19,7 +19,8 @@ from protocol.messages import EpisodeStats
 
 EPISODE_WINDOW = 100
 EPISODE_LOG = "episodes.jsonl"
-"""One JSON object per finished episode: env_frames, actor, return, length, x_pos, flag, stage."""
+"""One JSON object per finished episode: env_frames, actor, return, length, x_pos, flag, stage,
+restored (started from a frontier snapshot; such episodes are kept out of every windowed figure)."""
 
 
 @dataclass
@@ -88,22 +89,35 @@ class Accounting:
 class EpisodeWindow:
     """Finished episodes: totals since the run began, means over the last 100, and a log.
 
+    ``recent``, ``episodes``, ``flags`` and ``max_x_pos`` count only episodes that started at
+    the stage's start (the reported figures); episodes restored from a frontier snapshot
+    (``EpisodeStats.restored``) go to ``recent_restored`` and ``restored`` instead. All go to
+    the log, with their ``restored`` flag.
+
     Args:
         log_path: ``episodes.jsonl`` to append one line per episode to, or None.
     """
 
     log_path: Path | None = None
     recent: deque[EpisodeStats] = field(default_factory=lambda: deque(maxlen=EPISODE_WINDOW))
+    recent_restored: deque[EpisodeStats] = field(
+        default_factory=lambda: deque(maxlen=EPISODE_WINDOW)
+    )
     episodes: int = 0
     flags: int = 0
     max_x_pos: int = 0
+    restored: int = 0
     _log: IO[str] | None = field(default=None, repr=False)
 
     def add(self, stats: EpisodeStats, env_frames: int, actor_id: int) -> None:
-        self.recent.append(stats)
-        self.episodes += 1
-        self.flags += int(stats.flag_get)
-        self.max_x_pos = max(self.max_x_pos, stats.max_x_pos)
+        if stats.restored:
+            self.recent_restored.append(stats)
+            self.restored += 1
+        else:
+            self.recent.append(stats)
+            self.episodes += 1
+            self.flags += int(stats.flag_get)
+            self.max_x_pos = max(self.max_x_pos, stats.max_x_pos)
         if self.log_path is not None:
             if self._log is None:
                 self._log = open(self.log_path, "a", buffering=1)  # noqa: SIM115
@@ -116,6 +130,7 @@ class EpisodeWindow:
                 "flag_get": stats.flag_get,
                 "stage": stats.stage,
                 "components": stats.components,
+                "restored": stats.restored,
             }
             self._log.write(json.dumps(record) + "\n")
 

@@ -83,6 +83,15 @@ class Reporter:
             for name in sorted(names):
                 total = sum(s.components.get(name, 0.0) for s in episodes.recent)
                 w.add_scalar(f"reward_components/{name}", total / len(episodes.recent), step)
+        if episodes.recent_restored:
+            restored = episodes.recent_restored
+            w.add_scalar("episode_restored/count", episodes.restored, step)
+            w.add_scalar(
+                "episode_restored/x_pos", float(np.mean([s.max_x_pos for s in restored])), step
+            )
+            w.add_scalar(
+                "episode_restored/flag_rate", float(np.mean([s.flag_get for s in restored])), step
+            )
         if self._lags:
             w.add_scalar("policy_lag/mean", float(np.mean([m for m, _ in self._lags])), step)
             w.add_scalar("policy_lag/max", max(m for _, m in self._lags), step)

@@ -157,6 +157,7 @@ class LearnerServer:
         self.episodes.episodes = int(counters.get("episodes", 0))
         self.episodes.flags = int(counters.get("flags", 0))
         self.episodes.max_x_pos = int(counters.get("max_x_pos", 0))
+        self.episodes.restored = int(counters.get("restored_episodes", 0))
         replay_file = path.parent.parent / REPLAY_FILE
         if self.config.replay.save and replay_file.is_file():
             self.learner.load_replay_state_dict(
@@ -179,6 +180,7 @@ class LearnerServer:
                 "episodes": self.episodes.episodes,
                 "flags": self.episodes.flags,
                 "max_x_pos": self.episodes.max_x_pos,
+                "restored_episodes": self.episodes.restored,
             },
             "config": schema.to_dict(self.config),
         }

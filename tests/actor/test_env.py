@@ -313,6 +313,7 @@ def test_episode_info_aggregates_max_x_and_any_flag() -> None:
         "max_x_pos": 50,
         "flag_get": True,
         "stage": "2-3",
+        "restored": False,
     }
 
 
@@ -335,6 +336,7 @@ def test_cartpole_float32_vector_obs_and_episode_stats() -> None:
         "max_x_pos": 0,
         "flag_get": False,
         "stage": "CartPole-v1",
+        "restored": False,
     }
     env.close()
 
