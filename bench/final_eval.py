@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from launch.harness import tail
+
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("greedy", "sampled")
 EVAL_EPISODES = 20  # per stage and mode, the figure
@@ -49,13 +51,6 @@ class FinalEval:
     episodes: int
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no output)"
-
-
 def run_eval(
     run_dir: Path, stages: tuple[str, ...], episodes: int, seed: int, greedy: bool, out: Path
 ) -> Path:
@@ -76,7 +71,7 @@ def run_eval(
     with log_path.open("wb") as log:
         done = subprocess.run(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
     if done.returncode != 0:
-        raise EvalError(f"the final eval failed ({done.returncode}):\n{_tail(log_path)}")
+        raise EvalError(f"the final eval failed ({done.returncode}):\n{tail(log_path)}")
     return out / "eval.json"
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.learn import PROGRESS_KEYS, RunProgress, marks, summarize_baselines, training_stages
+from bench.final_eval import summarize as summarize_final_eval
+from bench.learn import PROGRESS_KEYS, summarize_baselines, training_stages
 from configs import schema
+from launch.harness import RunProgress, marks
 from tests.conftest import ROOT
 
 
@@ -52,6 +54,37 @@ def test_progress_figures_cover_the_last_100_episodes(tmp_path: Path) -> None:
     assert figures["flag_rate"] == 0.0  # the flag is older than the window
     assert figures["first_flag_frames"] == 7
     assert (figures["env_frames"], figures["updates"]) == (4000, 9)
+
+
+def test_restored_episodes_are_counted_apart_from_the_figures(tmp_path: Path) -> None:
+    progress = RunProgress(tmp_path)
+    write_jsonl(tmp_path / "episodes.jsonl", [
+        episode(10, 300),
+        {**episode(20, 3168, flag=True), "restored": True},  # a restart that reached the flag
+        {**episode(30, 2000), "restored": True},
+        {**episode(40, 500), "restored": False},
+    ])  # fmt: skip
+    progress.update()
+    figures = progress.figures()
+    assert figures["episodes"] == 2 and figures["restored_episodes"] == 2
+    assert figures["mean_max_x"] == 400.0 and figures["flag_rate"] == 0.0
+    assert figures["first_flag_frames"] is None
+
+
+def test_final_eval_reduces_greedy_and_sampled_reports(tmp_path: Path) -> None:
+    def report(clears: list[float]) -> dict:
+        return {"agent": {stage: {"episodes": 20, "clear_rate": c, "progress": 0.5 + c / 2,
+                                  "mean_x_pos": 1000.0 * (1 + c)}
+                          for stage, c in zip(("1-1", "1-2"), clears)}}  # fmt: skip
+
+    (tmp_path / "g.json").write_text(json.dumps(report([1.0, 0.0])))
+    (tmp_path / "s.json").write_text(json.dumps(report([0.6, 0.1])))
+    out = summarize_final_eval({"greedy": tmp_path / "g.json", "sampled": tmp_path / "s.json"})
+    assert out.clear_rate == {
+        "greedy": {"1-1": 1.0, "1-2": 0.0, "mean": 0.5},
+        "sampled": {"1-1": 0.6, "1-2": 0.1, "mean": 0.35},
+    }
+    assert out.progress["greedy"]["mean"] == 0.75 and out.episodes == 20
 
 
 def test_report_marks_end_at_the_deadline() -> None:
@@ -106,3 +139,23 @@ def test_learn_bench_on_cartpole_prints_progress_a_summary_and_a_curve(tmp_path:
     curve = Path(summary["curve"])
     assert curve == run_dir / "learning_curve.png"
     assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_learn_bench_stops_at_its_frame_budget(tmp_path: Path) -> None:
+    run_dir = tmp_path / "learn"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.learn", "--config", "configs/cartpole.toml",
+         "--frames", "4000", "--run-dir", str(run_dir)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    summary = lines[-1]
+    assert summary["type"] == "summary" and summary["frames"] == 4000
+    # the learner stopped by itself once the budget was consumed (it counts whole updates)
+    assert 4000 <= summary["env_frames"] <= 4000 + 16 * 20  # batch 16 x unroll 20
+    config = schema.load(run_dir / "config.toml")
+    assert config.run.total_env_frames == 4000
+    assert summary["eval_clear_rate_greedy"] is None  # no stages to clear on CartPole
+    assert lines[-2]["type"] == "progress" and lines[-2]["env_frames"] == summary["env_frames"]

@@ -4,7 +4,7 @@ Run by: the user, through ``uv run launcher.py tune --trials N --minutes-per-tri
 [--config C] [--run-dir DIR] [--storage URL] [-- LAUNCHER FLAGS...]``. Owns the Optuna study
 (its storage, sampler and pruner), one launcher subprocess at a time (each trial is a real
 ``launcher.py`` run from scratch, in ``RUN_DIR/trial-NNN`` on its own free loopback ports,
-stopped with SIGTERM at its deadline or when pruned; see :class:`bench.learn.TrainingRun`),
+stopped with SIGTERM at its deadline or when pruned; see :class:`launch.harness.TrainingRun`),
 ``RUN_DIR/best.toml`` and the printed summary.
 
 What is searched (:func:`suggest`): ``learner.learning_rate`` (log-uniform 3e-5 .. 3e-3),
@@ -44,9 +44,9 @@ from typing import Any
 import optuna
 import tomli_w
 
-from bench.learn import BenchError, RunProgress, TrainingRun, marks, watch
 from configs import schema
 from configs.cli import DEFAULT_CONFIG
+from launch.harness import RunError, RunProgress, TrainingRun, marks, watch
 
 SNIPPET_MARKER = "# --- best trial (TOML) ---"
 LEARNING_RATE = (3e-5, 3e-3)
@@ -161,7 +161,7 @@ class Objective:
                 trial.report(value, step)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"{self.metric} {value:g} at step {step}")
-        except BenchError as exc:
+        except RunError as exc:
             raise TrialFailed(str(exc)) from exc
         finally:
             trial.set_user_attr("seconds", round(run.elapsed, 1))
