@@ -111,6 +111,15 @@ def test_default_config_is_the_1_1_preset() -> None:
     assert training_stages(preset) == ("1-1",)
 
 
+def test_world1_preset_trains_the_four_stages_with_the_curriculum_and_restarts() -> None:
+    config = schema.load(ROOT / "configs" / "mario-world1.toml")
+    preset = schema.load(ROOT / "configs" / "mario-1-1.toml")
+    assert training_stages(config) == ("1-1", "1-2", "1-3", "1-4")
+    assert config.env.stage_sampling == "curriculum"
+    assert config.env.restart_fraction == preset.env.restart_fraction > 0
+    assert config.learner == preset.learner and config.model == preset.model
+
+
 def test_all_stages_preset_uses_the_curriculum() -> None:
     config = schema.load(ROOT / "configs" / "mario-all.toml")
     assert config.env.stage_sampling == "curriculum"
