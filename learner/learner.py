@@ -222,6 +222,13 @@ class Learner:
         metrics, priorities = self._update(
             collate(trajectories, self.device), None if sample is None else weights
         )
+        if metrics["optim/skipped_nonfinite"]:
+            # The batch overflowed: keep its fresh unrolls out of the replay (one of them is
+            # likely the cause, and at the maximum priority it would be drawn again and again)
+            # and leave the replayed unrolls' priorities as they were.
+            metrics.update(replay.metrics())
+            metrics["replay/dropped_nonfinite"] = float(n_fresh)
+            return metrics
         pri = priorities.double().cpu().numpy()
         finite = np.isfinite(pri)  # e.g. an fp16 overflow: keep the old priority
         if sample is not None:
@@ -256,6 +263,8 @@ class Learner:
             Scalar metrics: ``loss/total``, ``loss/policy``, ``loss/baseline``,
             ``loss/entropy``, ``policy/entropy``, ``policy/mean_rho``, ``optim/grad_norm``,
             ``optim/lr`` (the rate this update used), ``optim/entropy_cost``,
+            ``optim/skipped_nonfinite`` (1.0 when the gradient norm was not finite and the
+            optimiser step was skipped, leaving the weights unchanged, else 0.0),
             ``vtrace/mean_vs`` (mean value target, V-trace or GAE), and
             ``optim/grad_scale`` with fp16.
 
@@ -391,7 +400,14 @@ class Learner:
             priorities.append(micro_priorities)
         self.scaler.unscale_(self.optimizer)  # no-op without fp16
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), lc.max_grad_norm)
-        self.scaler.step(self.optimizer)  # skips the step if fp16 gradients overflowed
+        # A non-finite gradient (e.g. a finite but huge reward such as 3e38 overflowing the
+        # loss) would make every weight NaN for good, and they would be published and
+        # checkpointed: skip the step instead. fp16's scaler does the same for its overflows.
+        skipped = not bool(torch.isfinite(grad_norm))
+        if skipped and not self.scaler.is_enabled():
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.scaler.step(self.optimizer)  # skips the step if fp16 gradients overflowed
         self.scaler.update()
         self.scheduler.step()
         self.updates += 1
@@ -399,6 +415,7 @@ class Learner:
         metrics = dict(zip(_STAT_KEYS, stats_sum.tolist()))
         metrics["policy/entropy"] = -metrics["loss/entropy"]
         metrics["optim/grad_norm"] = float(grad_norm)
+        metrics["optim/skipped_nonfinite"] = float(skipped)
         metrics["optim/lr"] = lr
         metrics["optim/entropy_cost"] = entropy_cost
         if self.scaler.is_enabled():

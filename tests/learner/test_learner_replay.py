@@ -153,3 +153,23 @@ def test_learner_throughput_bench_measures_with_replay(capsys: pytest.CaptureFix
     assert result["replay"]["replayed_per_update"] == 1
     # fresh frames only: 1 unroll x 20 steps x 4 frames per update
     assert result["frames_per_s"] == pytest.approx(80 * result["updates_per_s"], rel=0.01)
+
+
+@pytest.mark.parametrize("replay", [False, True])
+def test_a_huge_finite_reward_skips_the_update_and_keeps_the_weights_finite(replay: bool) -> None:
+    lrn = replay_learner(replay__ratio=0.5) if replay else learner()
+    n = lrn.fresh_per_step
+    lrn.step(unrolls(n, seed=1), progress=0.1)
+    before = [p.detach().clone() for p in params(lrn)]
+    poisoned = unrolls(n, seed=2)
+    poisoned[0].reward[1] = 3e38  # finite, so it passes the codec's check, but overflows
+    metrics = lrn.step(poisoned, progress=0.2)
+    assert metrics["optim/skipped_nonfinite"] == 1.0
+    for old, new in zip(before, params(lrn)):
+        assert torch.equal(old, new)
+    if replay:
+        assert metrics["replay/dropped_nonfinite"] == n and len(lrn.replay) == n  # not pushed
+    metrics = lrn.step(unrolls(n, seed=3), progress=0.3)  # the next sound batch trains
+    assert metrics["optim/skipped_nonfinite"] == 0.0
+    assert all(torch.isfinite(p).all() for p in params(lrn))
+    assert any(not torch.equal(old, new) for old, new in zip(before, params(lrn)))
