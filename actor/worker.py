@@ -260,7 +260,12 @@ class Actor:
 
     # -- main loop -----------------------------------------------------------------------
     def _drain(self) -> None:
-        """Apply every queued broadcast (latest weights win); any message counts as liveness."""
+        """Apply every queued message; any message counts as liveness.
+
+        Of the weights queued, only the newest version is loaded (once, after the queue is
+        empty): a learner publishing faster than this actor drains would otherwise cost one
+        model load per queued message."""
+        newest: Weights | None = None
         for sock in (self.sub, self.dealer):
             while sock is not None:
                 try:
@@ -278,7 +283,8 @@ class Actor:
                 if run_id is not None and not isinstance(msg, Rejoin):
                     self._learner_changed(run_id)
                 if isinstance(msg, Weights):
-                    self._load(msg)
+                    if newest is None or msg.policy_version > newest.policy_version:
+                        newest = msg
                 elif isinstance(msg, Credit):
                     self.credits += msg.unrolls
                 elif isinstance(msg, LearnerStatus):
@@ -292,6 +298,8 @@ class Actor:
                         msg.learner_run_id,
                     )
                     self._say_hello()
+        if newest is not None:
+            self._load(newest)
 
     def _check_alive(self) -> None:
         """Say hello again, with backoff, while the learner is silent; give up at the timeout."""
