@@ -112,11 +112,10 @@ def test_eval_actor_logs_scalars_and_video_then_exits_when_the_learner_is_gone(
         learner.publish(12, 1.0)  # fewer than eval.interval_updates (5) past 10: not evaluated
         learner.publish_until(15, lambda: len(evaluated_versions(run_dir)) == 2, limit=60)
         assert evaluated_versions(run_dir) == [10, 15]
-        # Silence: the eval actor gives up after actor.learner_timeout_s (3 s).
-        start = time.monotonic()
+        # Silence: the eval actor gives up after actor.learner_timeout_s (3 s), with status 3
+        # (its "learner gone" exit), not by crashing or by being killed at the timeout below.
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 3, out
-        assert 2.5 < time.monotonic() - start < 20, out
     finally:
         if proc.poll() is None:
             proc.kill()

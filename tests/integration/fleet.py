@@ -91,28 +91,31 @@ class Watch:
 
 
 def train_until_return(
-    run_dir: Path, args: list[str], target: float, window: int = 20, limit_s: float = 300
-) -> tuple[float, float]:
-    """Run ``launcher.py ARGS`` until the mean return of the last ``window`` episodes reaches
-    ``target`` (then stop it cleanly) or ``limit_s`` passes. Returns (seconds taken, the best
-    windowed mean seen); the launcher must exit 0 either way."""
+    run_dir: Path, args: list[str], target: float, window: int = 20, hang_s: float = 900
+) -> tuple[int, float]:
+    """Run ``launcher.py ARGS`` (which give it a frame budget) until the mean return of the last
+    ``window`` episodes reaches ``target`` (then stop it cleanly) or the launcher ends by itself
+    at its budget. Returns (env frames at the best windowed mean, that best mean); the launcher
+    must exit 0 either way. ``hang_s`` only stops a run that hangs: it is not a speed check."""
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "launcher.py"), *args, "--run-dir", str(run_dir)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     start = time.monotonic()
-    best = float("-inf")
+    best, best_frames = float("-inf"), 0
     try:
-        while time.monotonic() - start < limit_s and proc.poll() is None:
+        while proc.poll() is None:
+            assert time.monotonic() - start < hang_s, f"the launcher hung for {hang_s:g} s"
             time.sleep(2)
             log = run_dir / "episodes.jsonl"
             lines = log.read_text().splitlines() if log.is_file() else []
             if len(lines) >= window:
-                returns = [json.loads(line)["return"] for line in lines[-window:]]
-                best = max(best, sum(returns) / window)
+                records = [json.loads(line) for line in lines[-window:]]
+                mean = sum(r["return"] for r in records) / window
+                if mean > best:
+                    best, best_frames = mean, int(records[-1]["env_frames"])
                 if best >= target:
                     break
-        elapsed = time.monotonic() - start
     finally:
         stop(proc)
-    return elapsed, best
+    return best_frames, best

@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from learner.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from learner.checkpoint import (
+    checkpoint_path,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+)
 from tests.integration.fleet import Watch, learner_counters, start_launcher, stop
 
 
@@ -76,8 +81,10 @@ def test_sigkill_during_a_checkpoint_write_leaves_a_loadable_checkpoint(
         watch.until(lambda: folder.is_dir() and any(folder.glob("ckpt-*.pt"))
                     and any(folder.glob(".ckpt-*.tmp")), 90, "a write in progress")  # fmt: skip
         os.kill(watch.beats["learner:0"].pid, signal.SIGKILL)
-        state = load_checkpoint(latest_checkpoint(run_dir))  # the newest file on disk loads
-        assert state["counters"]["updates"] >= 0
+        newest = latest_checkpoint(run_dir)
+        state = load_checkpoint(newest)  # the newest file on disk loads, and is whole:
+        assert checkpoint_path(run_dir, state["counters"]["updates"]) == newest
+        assert state["learner"]["updates"] == state["counters"]["updates"]
         watch.until(lambda: "resumed from" in (run_dir / "logs" / "learner.log").read_text(),
                     90, "the learner resumed")  # fmt: skip
     finally:

@@ -135,10 +135,9 @@ def test_learner_that_cannot_start_fails_the_run_with_its_log(tmp_path: Path, en
 @pytest.mark.slow
 def test_cartpole_learns_through_the_launcher(tmp_path: Path, endpoints) -> None:
     """V-trace, bootstrapping and weight publishing are right end to end: a mean return of
-    at least 400 over the last 20 episodes within 5 minutes."""
+    at least 400 over the last 20 episodes within the preset's 1.5M-frame budget."""
     run_dir = tmp_path / "cartpole"
-    args = ["--config", "configs/cartpole.toml", "--run.total_env_frames", "100_000_000",
-            *endpoints]  # fmt: skip
-    elapsed, best = train_until_return(run_dir, args, target=400)
-    assert best >= 400, f"best mean return over 20 episodes in {elapsed:.0f} s: {best:.1f}"
+    args = ["--config", "configs/cartpole.toml", *endpoints]
+    frames, best = train_until_return(run_dir, args, target=400)
+    assert best >= 400, f"best mean return over 20 episodes: {best:.1f} (at {frames} frames)"
     assert latest_checkpoint(run_dir).is_file()  # the clean stop wrote a checkpoint
