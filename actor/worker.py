@@ -116,6 +116,7 @@ class Actor:
             options.stall_dir, f"actor-{options.actor_id}", stall_after_s=60.0
         )
         self.heartbeat: HeartbeatSender | None = None
+        self._awaiting_welcome = False  # a hello is out and its welcome has not come back
 
     # -- joining -------------------------------------------------------------------------
     def join(self) -> schema.Config:
@@ -134,6 +135,7 @@ class Actor:
         config = schema.from_dict(tomllib.loads(welcome.config_toml))
         self.learner_run_id = welcome.learner_run_id
         self.credits = welcome.credits
+        self._awaiting_welcome = False
         broadcast = transport.resolve_broadcast(self.options.learner, welcome.broadcast_endpoint)
         self.sub = transport.connect_sub(
             self.ctx, broadcast, (transport.TOPIC_WEIGHTS, transport.TOPIC_STATUS)
@@ -167,6 +169,11 @@ class Actor:
         )
         transport.send(self.dealer, hello)
         self._hello_sent = time.monotonic()
+        # Send nothing more until the welcome: it carries this connection's credits (its grant
+        # less the unrolls still in flight), counted from the hello on, so credits granted
+        # before the hello and still on their way are superseded by it and ignored.
+        self.credits = 0
+        self._awaiting_welcome = True
 
     def _start_telemetry(self) -> None:
         tc = self.config.telemetry
@@ -286,12 +293,14 @@ class Actor:
                     if newest is None or msg.policy_version > newest.policy_version:
                         newest = msg
                 elif isinstance(msg, Credit):
-                    self.credits += msg.unrolls
+                    if not self._awaiting_welcome:
+                        self.credits += msg.unrolls
                 elif isinstance(msg, LearnerStatus):
                     self.learner_version = msg.policy_version
                     self.done = self.done or msg.done
                 elif isinstance(msg, Welcome):  # the answer to a re-hello
                     self.credits = msg.credits
+                    self._awaiting_welcome = False
                 elif isinstance(msg, Rejoin) and time.monotonic() - self._hello_sent > 1.0:
                     log.warning(
                         "learner %s does not know this actor; saying hello again",

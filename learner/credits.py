@@ -17,24 +17,41 @@ from protocol.messages import ProtocolError
 
 @dataclass
 class Peer:
-    """An actor connection known from its hello."""
+    """An actor connection known from its hello.
+
+    Invariant: ``credits + in_flight + pending grants <= cap``, repeat hellos included.
+    """
 
     actor_id: int
     run_id: str
     credits: int  # unrolls it may still send before it must wait for a Credit
+    cap: int = 0  # the grant of its latest hello
+    in_flight: int = 0  # unrolls spent and not yet consumed (trained on, dropped, rejected)
 
 
 class CreditLedger:
-    """Credits per ROUTER identity, with grants batched until :meth:`flush`."""
+    """Credits per ROUTER identity, with grants batched until :meth:`flush`.
+
+    Exact per connection: a repeat hello does not add credits on top of the unrolls still in
+    flight (it grants ``cap - in_flight``), and an unroll the learner cannot read, or a
+    duplicate, still settles the credit its sender spent on it (:meth:`settle_unread`).
+    """
 
     def __init__(self) -> None:
         self.peers: dict[bytes, Peer] = {}
         self._grants: Counter[bytes] = Counter()
 
-    def register(self, identity: bytes, actor_id: int, run_id: str, credits: int) -> None:
-        """A (re-)hello: the connection starts over with ``credits``."""
-        self.peers[identity] = Peer(actor_id, run_id, credits)
-        self._grants.pop(identity, None)
+    def register(self, identity: bytes, actor_id: int, run_id: str, credits: int) -> int:
+        """A (re-)hello granting ``credits`` in all: the connection may hold that many unrolls
+        in flight. Returns the credits it may send now (``credits`` less those still in flight
+        from before this hello, which return their credit when consumed); that is the number
+        its welcome must carry."""
+        old = self.peers.get(identity)
+        in_flight = old.in_flight if old is not None else 0
+        available = max(0, credits - in_flight)
+        self.peers[identity] = Peer(actor_id, run_id, available, credits, in_flight)
+        self._grants.pop(identity, None)  # counted in `available` already
+        return available
 
     def spend(self, identity: bytes) -> Peer:
         """An unroll arrived from ``identity``: spend one of its credits.
@@ -51,12 +68,27 @@ class CreditLedger:
         if peer.credits <= 0:
             raise ProtocolError("credits", "no_credit", "unroll sent without a credit")
         peer.credits -= 1
+        peer.in_flight += 1
         return peer
 
     def give_back(self, identity: bytes, n: int = 1) -> None:
         """Return ``n`` credits at the next :meth:`flush` (the unrolls were consumed)."""
-        if identity in self.peers:
+        peer = self.peers.get(identity)
+        if peer is None:
+            return
+        n = min(n, peer.in_flight)  # never more than it has in flight: the cap holds
+        peer.in_flight -= n
+        if n > 0:
             self._grants[identity] += n
+
+    def settle_unread(self, identity: bytes) -> None:
+        """An unroll from ``identity`` that was not read (undecodable or a duplicate) still
+        used one of its sender's credits: spend and return it, so the sender gets it back. A
+        connection without a hello or without credits gets nothing."""
+        peer = self.peers.get(identity)
+        if peer is not None and peer.credits > 0:
+            self.spend(identity)
+            self.give_back(identity)
 
     def forget_actor(self, actor_id: int) -> None:
         """Drop the connections of an actor declared dead; it must say hello again."""

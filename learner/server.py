@@ -229,8 +229,9 @@ class LearnerServer:
 
     def _publish_heartbeat(self, heartbeat: Heartbeat) -> None:
         self._publish_stream(heartbeat, transport.TOPIC_HEARTBEAT)
-        if heartbeat.state == DEAD and heartbeat.role == "actor":
-            # its credits are void: should it come back, it must say hello again
+        if heartbeat.state == DEAD and heartbeat.role == "actor" and heartbeat.id.isdecimal():
+            # its credits are void: should it come back, it must say hello again (an id that
+            # is not a number is no actor id a hello can have registered)
             self.credits.forget_actor(int(heartbeat.id))
             log.warning("actor %s on %s declared dead after %.0f s of silence",
                         heartbeat.id, heartbeat.host, self.fleet.dead_after_s)  # fmt: skip
@@ -239,11 +240,17 @@ class LearnerServer:
     def _handle(self, identity: bytes, frames: list[Any]) -> None:
         now = time.monotonic()
         try:
-            msg = decode(frames)
+            try:
+                msg = decode(frames)
+            except ProtocolError as exc:
+                if exc.message_type == Trajectory.TYPE:
+                    self.credits.settle_unread(identity)  # its sender spent a credit on it
+                raise
             if isinstance(msg, Trajectory):
                 self._touch(f"actor:{msg.actor_id}", now)
                 if not self.accounting.record_seq(msg.actor_id, msg.run_id, msg.seq):
                     self.accounting.duplicates += 1
+                    self.credits.settle_unread(identity)
                     return
                 self.credits.spend(identity)
                 try:
@@ -280,10 +287,8 @@ class LearnerServer:
             self.accounting.rejected["num_envs:out_of_range"] += 1
             log.warning("rejected a hello claiming %d envs", hello.num_envs)
             return
-        credits = self.config.learner.credits_per_env * (
-            hello.num_envs or self.config.actor.num_envs
-        )
-        self.credits.register(identity, hello.actor_id, hello.run_id, credits)
+        grant = self.config.learner.credits_per_env * (hello.num_envs or self.config.actor.num_envs)
+        credits = self.credits.register(identity, hello.actor_id, hello.run_id, grant)
         if self._raise_version(hello.policy_version, f"hello of actor {hello.actor_id}"):
             self.publish_weights()  # the same weights, renumbered for every actor
         log.info("actor %d (%s pid %d) joined with %d credits",

@@ -214,6 +214,17 @@ def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> Message:
     cls = MESSAGE_TYPES.get(header["t"]) if isinstance(header["t"], str) else None
     if cls is None:
         raise ProtocolError("type", "unknown_type", f"{header['t']!r}")
+    try:
+        return _decode_body(cls, header, views, limits)
+    except ProtocolError as exc:
+        exc.message_type = cls.TYPE
+        raise
+
+
+def _decode_body(
+    cls: type[Message], header: dict[str, Any], views: list[memoryview], limits: Limits
+) -> Message:
+    """The fields and arrays of a message whose header names ``cls``; raises ProtocolError."""
     header_types, array_names = _layout(cls)
     fields, arrays = header["f"], header["a"]
     if not isinstance(fields, dict) or not isinstance(arrays, list):

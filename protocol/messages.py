@@ -31,12 +31,16 @@ class ProtocolError(ValueError):
     """A message failed validation. ``field`` names the offending field, ``reason`` says why.
 
     ``reason`` is a short stable token (e.g. ``bad_shape``) used as the rejection counter key.
+    ``message_type`` is the ``TYPE`` of the message being decoded when its header named a known
+    type before the error (so a receiver can settle the credit of an unreadable unroll), else
+    None.
     """
 
     def __init__(self, field: str, reason: str, detail: str = "") -> None:
         self.field = field
         self.reason = reason
         self.detail = detail
+        self.message_type: str | None = None
         super().__init__(f"{field}: {reason}" + (f" ({detail})" if detail else ""))
 
 

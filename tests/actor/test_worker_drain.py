@@ -28,7 +28,7 @@ def test_drain_loads_only_the_newest_queued_weights(monkeypatch: pytest.MonkeyPa
     actor = worker.Actor.__new__(worker.Actor)  # only the state _drain touches
     actor.sub, actor.dealer = sub, dealer
     actor.learner_run_id, actor.credits, actor.policy_version = "L", 0, 3
-    actor._hello_backoff, actor.last_heard = 1.0, 0.0
+    actor._hello_backoff, actor.last_heard, actor._awaiting_welcome = 1.0, 0.0, False
     loaded: list[int] = []
     monkeypatch.setattr(actor, "_load", lambda w: loaded.append(w.policy_version), raising=False)
     actor._drain()
