@@ -51,6 +51,23 @@ class FinalEval:
     episodes: int
 
 
+def launch_eval(what: str, args: list[str], out: Path) -> Path:
+    """Run ``launcher.py eval ARGS --out OUT`` (logging to ``OUT/eval.out``); returns the
+    ``eval.json`` it wrote. ``what`` names the eval in the error message.
+
+    Raises:
+        EvalError: the eval command failed (its output's tail is in the message).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, str(ROOT / "launcher.py"), "eval", *args, "--out", str(out)]
+    log_path = out / "eval.out"
+    with log_path.open("wb") as log:
+        done = subprocess.run(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        raise EvalError(f"the {what} eval failed ({done.returncode}):\n{tail(log_path)}")
+    return out / "eval.json"
+
+
 def run_eval(
     run_dir: Path, stages: tuple[str, ...], episodes: int, seed: int, greedy: bool, out: Path
 ) -> Path:
@@ -60,19 +77,11 @@ def run_eval(
     Raises:
         EvalError: the eval command failed.
     """
-    out.mkdir(parents=True, exist_ok=True)
     workers = max(1, min(len(stages), os.cpu_count() or 1))
-    argv = [
-        sys.executable, str(ROOT / "launcher.py"), "eval", "--checkpoint", str(run_dir),
-        "--stages", ",".join(stages), "--episodes", str(episodes), "--workers", str(workers),
-        "--seed", str(seed), "--out", str(out), "--greedy" if greedy else "--sample",
-    ]  # fmt: skip
-    log_path = out / "eval.out"
-    with log_path.open("wb") as log:
-        done = subprocess.run(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
-    if done.returncode != 0:
-        raise EvalError(f"the final eval failed ({done.returncode}):\n{tail(log_path)}")
-    return out / "eval.json"
+    return launch_eval("final", [
+        "--checkpoint", str(run_dir), "--stages", ",".join(stages), "--episodes", str(episodes),
+        "--workers", str(workers), "--seed", str(seed), "--greedy" if greedy else "--sample",
+    ], out)  # fmt: skip
 
 
 def _per_stage(report: dict[str, dict[str, float]], key: str) -> dict[str, float]:

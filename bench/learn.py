@@ -74,7 +74,6 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -82,10 +81,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.final_eval import EVAL_EPISODES, EvalError, FinalEval, evaluate_final
+from bench.final_eval import EVAL_EPISODES, EvalError, FinalEval, evaluate_final, launch_eval
 from bench.learning_curve import plot_curve
 from configs import schema
-from launch.harness import WINDOW, RunError, RunProgress, TrainingRun, tail
+from launch.harness import WINDOW, RunError, RunProgress, TrainingRun
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE_EPISODES = WINDOW  # per baseline, spread over the stages: a sample as large as the agent's
@@ -124,19 +123,11 @@ def run_baselines(
     Raises:
         EvalError: the eval command failed (its output's tail is in the message).
     """
-    out.mkdir(parents=True, exist_ok=True)
     workers = max(1, min(len(stages) * 2, os.cpu_count() or 1))
-    argv = [
-        sys.executable, str(ROOT / "launcher.py"), "eval", "--policy", "random,right",
-        "--stages", ",".join(stages), "--episodes", str(episodes), "--workers", str(workers),
-        "--seed", str(seed), "--config", str(config_path), "--out", str(out),
-    ]  # fmt: skip
-    log_path = out / "eval.out"
-    with log_path.open("wb") as log:
-        done = subprocess.run(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
-    if done.returncode != 0:
-        raise EvalError(f"the baseline eval failed ({done.returncode}):\n{tail(log_path)}")
-    return out / "eval.json"
+    return launch_eval("baseline", [
+        "--policy", "random,right", "--stages", ",".join(stages), "--episodes", str(episodes),
+        "--workers", str(workers), "--seed", str(seed), "--config", str(config_path),
+    ], out)  # fmt: skip
 
 
 def summarize_baselines(eval_json: Path) -> dict[str, dict[str, float]]:
