@@ -69,6 +69,7 @@ def plot_curve(
                 f"{final_eval.progress['greedy'][stage]:.2f} / "
                 f"{final_eval.progress['sampled'][stage]:.2f}"
                 for stage in final_eval.clear_rate["greedy"]
+                if stage != "mean" or len(final_eval.clear_rate["greedy"]) > 2
             )
             ax2.text(0.01, 0.97, text, transform=ax2.transAxes, va="top", fontsize=7,
                      family="monospace", bbox={"facecolor": "white", "alpha": 0.8})  # fmt: skip
