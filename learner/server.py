@@ -139,7 +139,6 @@ class LearnerServer:
         self.config_toml = tomli_w.dumps(schema.to_dict(config))
         self._weights: Weights | None = None
         self.env_fps = self.updates_per_s = 0.0
-        self.skipped_updates = 0  # updates whose gradient was not finite (weights unchanged)
         self._fault_sleep_s = float(os.environ.get(FAULT_TRAIN_SLEEP, "0") or 0)
         log.info(
             "learner %s on %s: unrolls at %s, broadcasts at %s",
@@ -343,7 +342,6 @@ class LearnerServer:
         progress = self.env_frames / self.config.run.total_env_frames
         metrics = self.learner.step(fresh, progress)
         if metrics.get("optim/skipped_nonfinite"):
-            self.skipped_updates += 1
             log.warning(
                 "update %d skipped: non-finite gradient; its fresh unrolls came from actors %s "
                 "and were not added to the replay", self.learner.updates,
