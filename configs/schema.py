@@ -344,6 +344,19 @@ class LearnerConfig:
         "GradScaler).",
         choices=("off", "bf16", "fp16"),
     )
+    max_abs_reward: float = option(
+        1e6,
+        "Reject unrolls with a |reward| (raw env units per agent step) above this: a huge "
+        "finite reward overflows the value loss and poisons the weights.",
+        gt=0,
+    )
+    max_abs_logit: float = option(1e4, "Reject unrolls with a |behaviour logit| above this.", gt=0)
+    max_abs_core_state: float = option(
+        1e4, "Reject unrolls with an |initial core state| value above this.", gt=0
+    )
+    max_abs_obs: float = option(
+        1e6, "Reject unrolls with a float observation of |value| above this.", gt=0
+    )
     compile: bool = option(
         False,
         "torch.compile the training model (slow first updates while it compiles; checkpoints "

@@ -27,6 +27,7 @@ class Peer:
     credits: int  # unrolls it may still send before it must wait for a Credit
     cap: int = 0  # the grant of its latest hello
     in_flight: int = 0  # unrolls spent and not yet consumed (trained on, dropped, rejected)
+    num_envs: int = 0  # envs its hello declared (0 there means the run's actor.num_envs)
 
 
 class CreditLedger:
@@ -41,17 +42,51 @@ class CreditLedger:
         self.peers: dict[bytes, Peer] = {}
         self._grants: Counter[bytes] = Counter()
 
-    def register(self, identity: bytes, actor_id: int, run_id: str, credits: int) -> int:
+    def register(
+        self, identity: bytes, actor_id: int, run_id: str, credits: int, num_envs: int
+    ) -> int:
         """A (re-)hello granting ``credits`` in all: the connection may hold that many unrolls
         in flight. Returns the credits it may send now (``credits`` less those still in flight
         from before this hello, which return their credit when consumed); that is the number
-        its welcome must carry."""
+        its welcome must carry. ``num_envs`` (>= 1) bounds the ``env_index`` of its unrolls."""
         old = self.peers.get(identity)
         in_flight = old.in_flight if old is not None else 0
         available = max(0, credits - in_flight)
-        self.peers[identity] = Peer(actor_id, run_id, available, credits, in_flight)
+        self.peers[identity] = Peer(actor_id, run_id, available, credits, in_flight, num_envs)
         self._grants.pop(identity, None)  # counted in `available` already
         return available
+
+    def check_sender(self, identity: bytes, actor_id: int, run_id: str, env_index: int) -> Peer:
+        """An unroll from ``identity`` claims ``actor_id``, ``run_id`` and ``env_index``: they
+        must be those of the connection's hello, so no peer can send in another's name.
+
+        Raises:
+            ProtocolError: ``credits: unknown_peer`` (no hello on this connection),
+                ``actor_id: mismatch`` or ``run_id: mismatch`` (not the hello's), or
+                ``env_index: out_of_range`` (not in [0, the hello's num_envs)).
+        """
+        peer = self.peers.get(identity)
+        if peer is None:
+            raise ProtocolError(
+                "credits", "unknown_peer", "unroll from a connection without a hello"
+            )
+        if actor_id != peer.actor_id:
+            raise ProtocolError(
+                "actor_id",
+                "mismatch",
+                f"{actor_id}, but this connection's hello said {peer.actor_id}",
+            )
+        if run_id != peer.run_id:
+            raise ProtocolError(
+                "run_id",
+                "mismatch",
+                f"{run_id!r}, but this connection's hello said {peer.run_id!r}",
+            )
+        if not 0 <= env_index < peer.num_envs:
+            raise ProtocolError(
+                "env_index", "out_of_range", f"{env_index} not in [0, {peer.num_envs})"
+            )
+        return peer
 
     def spend(self, identity: bytes) -> Peer:
         """An unroll arrived from ``identity``: spend one of its credits.
@@ -106,6 +141,11 @@ class CreditLedger:
                 out.append((identity, n))
         self._grants.clear()
         return out
+
+    @property
+    def total_cap(self) -> int:
+        """Unrolls all known connections may have in flight at once (the sum of their caps)."""
+        return sum(p.cap for p in self.peers.values())
 
     @property
     def outstanding(self) -> int:

@@ -40,7 +40,7 @@ from learner.collate import Batch, collate, last_actions
 from learner.replay import PrioritizedReplay
 from learner.targets import bootstrap_inputs, return_targets
 from models import build_model
-from protocol.messages import Trajectory, TrajectorySpec
+from protocol.messages import Trajectory, TrajectorySpec, ValueLimits
 
 log = logging.getLogger(__name__)
 
@@ -125,19 +125,26 @@ class Learner:
         # fp16 needs loss scaling (its 5-bit exponent underflows small gradients); bf16 has
         # float32's exponent range and does not
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=lc.amp == "fp16")
+        if obs_dtype is None:
+            obs_dtype = np.uint8 if len(obs_shape) == 3 else np.float32
+        self.spec = TrajectorySpec(
+            config.actor.unroll_length,
+            tuple(obs_shape),
+            np.dtype(obs_dtype),
+            num_actions,
+            state_shape=tuple(self.model.state_shape),
+            limits=ValueLimits(
+                reward=lc.max_abs_reward,
+                logit=lc.max_abs_logit,
+                core_state=lc.max_abs_core_state,
+                obs=lc.max_abs_obs,
+            ),
+        )
+        """The run's unroll layout and value limits: the server validates arrivals with it."""
         self.replay: PrioritizedReplay | None = None
         if rc.enabled:
-            if obs_dtype is None:
-                obs_dtype = np.uint8 if len(obs_shape) == 3 else np.float32
-            spec = TrajectorySpec(
-                config.actor.unroll_length,
-                tuple(obs_shape),
-                np.dtype(obs_dtype),
-                num_actions,
-                state_shape=tuple(self.model.state_shape),
-            )
             self.replay = PrioritizedReplay(
-                spec, rc.capacity, rc.alpha, rc.beta, rc.eps, seed=config.run.seed
+                self.spec, rc.capacity, rc.alpha, rc.beta, rc.eps, seed=config.run.seed
             )
         self.updates = 0
 

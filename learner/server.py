@@ -51,7 +51,6 @@ from protocol.messages import (
     ProtocolError,
     Rejoin,
     Trajectory,
-    TrajectorySpec,
     Weights,
     Welcome,
 )
@@ -91,11 +90,8 @@ class LearnerServer:
                 torch.set_num_threads(config.learner.num_threads)
         obs_shape, obs_dtype = observation_spec(config.env)
         actions = num_actions(config.env)
-        self.learner = Learner(config, obs_shape, actions, device)
-        self.spec = TrajectorySpec(
-            config.actor.unroll_length, obs_shape, np.dtype(obs_dtype), actions,
-            tuple(self.learner.model.state_shape),
-        )  # fmt: skip
+        self.learner = Learner(config, obs_shape, actions, device, obs_dtype)
+        self.spec = self.learner.spec
         self.accounting = Accounting()
         self.episodes = EpisodeWindow(run_dir / EPISODE_LOG)
         self.env_frames = 0
@@ -107,6 +103,8 @@ class LearnerServer:
         if resume is not None:
             self._restore(resume)
         self._version_file = run_dir / VERSION_FILE
+        self._persisted_version: int | None = None
+        self._credit_short = False
         if self._version_file.is_file():
             self._raise_version(int(self._version_file.read_text().strip() or 0), "run directory")
         self.frames_per_unroll = config.actor.unroll_length * config.env.frames_per_step
@@ -219,7 +217,37 @@ class LearnerServer:
         return self._weights
 
     def publish_weights(self) -> None:
+        self._persist_version()
         transport.send(self.pub, self._current_weights(), prefix=[transport.TOPIC_WEIGHTS])
+
+    def _credit_cap_check(self) -> dict[str, float]:
+        """Warn (once per episode of it) when the connected fleet may hold fewer unrolls in
+        flight than one update consumes: the learner would then wait forever for a batch
+        (e.g. one 1-env actor with batch 16). Returns the heartbeat counters
+        ``credit_cap`` (sum of the connections' caps) and ``credits_per_update``."""
+        cap, need = self.credits.total_cap, self.learner.fresh_per_step
+        short = 0 < cap < need
+        if short and not self._credit_short:
+            log.warning(
+                "the connected actors may hold %d unrolls in flight but one update needs %d "
+                "fresh ones: training waits until more actors join; raise "
+                "learner.credits_per_env or actor.num_envs, or lower learner.batch_size",
+                cap, need,
+            )  # fmt: skip
+        self._credit_short = short
+        return {"credit_cap": cap, "credits_per_update": need}
+
+    def _persist_version(self) -> None:
+        """Write the current version to ``RUN_DIR/policy_version`` before anything announces
+        it, so the file always holds the highest version this run directory has published: a
+        restarted learner numbers its weights above it, and no honest hello or unroll can
+        carry a version above the learner's own (one that does is rejected as ``ahead``)."""
+        if self._persisted_version == self.policy_version:
+            return
+        tmp = self._version_file.with_suffix(".tmp")
+        tmp.write_text(str(self.policy_version))
+        os.replace(tmp, self._version_file)
+        self._persisted_version = self.policy_version
 
     def _publish_stream(self, message: Message, topic: bytes) -> None:
         """Heartbeat stream: broadcast and append to ``heartbeats.jsonl``."""
@@ -246,6 +274,12 @@ class LearnerServer:
                     self.credits.settle_unread(identity)  # its sender spent a credit on it
                 raise
             if isinstance(msg, Trajectory):
+                try:
+                    self.credits.check_sender(identity, msg.actor_id, msg.run_id, msg.env_index)
+                except ProtocolError as exc:
+                    if exc.reason != "unknown_peer":
+                        self.credits.settle_unread(identity)
+                    raise
                 self._touch(f"actor:{msg.actor_id}", now)
                 if not self.accounting.record_seq(msg.actor_id, msg.run_id, msg.seq):
                     self.accounting.duplicates += 1
@@ -254,6 +288,11 @@ class LearnerServer:
                 self.credits.spend(identity)
                 try:
                     self.spec.validate(msg)
+                    if msg.policy_version.size and msg.policy_version.max() > self.policy_version:
+                        raise ProtocolError(
+                            "policy_version", "ahead",
+                            f"above the learner's version {self.policy_version}",
+                        )  # fmt: skip
                 except ProtocolError:
                     self.credits.give_back(identity)  # a rejected unroll is consumed too
                     raise
@@ -286,10 +325,18 @@ class LearnerServer:
             self.accounting.rejected["num_envs:out_of_range"] += 1
             log.warning("rejected a hello claiming %d envs", hello.num_envs)
             return
-        grant = self.config.learner.credits_per_env * (hello.num_envs or self.config.actor.num_envs)
-        credits = self.credits.register(identity, hello.actor_id, hello.run_id, grant)
-        if self._raise_version(hello.policy_version, f"hello of actor {hello.actor_id}"):
-            self.publish_weights()  # the same weights, renumbered for every actor
+        if hello.policy_version > self.policy_version:
+            # every version this run directory published is <= ours (_persist_version): this
+            # actor holds weights from another run, or lies
+            self.accounting.rejected["policy_version:ahead"] += 1
+            log.warning("rejected the hello of actor %d (%s pid %d): it holds policy version "
+                        "%d, above this learner's %d, so it is not from this run",
+                        hello.actor_id, hello.host, hello.pid, hello.policy_version,
+                        self.policy_version)  # fmt: skip
+            return
+        num_envs = hello.num_envs or self.config.actor.num_envs
+        grant = self.config.learner.credits_per_env * num_envs
+        credits = self.credits.register(identity, hello.actor_id, hello.run_id, grant, num_envs)
         log.info("actor %d (%s pid %d) joined with %d credits",
                  hello.actor_id, hello.host, hello.pid, credits)  # fmt: skip
         welcome = Welcome(
@@ -399,15 +446,12 @@ class LearnerServer:
             progress_age_s=self.watchdog.progress_age_s,
             stalled=self.watchdog.stalled,
             stall_file=self.watchdog.stall_file,
-            counters=self.accounting.as_counters(),
+            counters={**self.accounting.as_counters(), **self._credit_cap_check()},
         )
         self._publish_heartbeat(self.fleet.observe(own, now))
         for changed in self.fleet.sweep(now):
             self._publish_heartbeat(changed)
-        # persist the version before announcing it, so a restart never numbers below it
-        tmp = self._version_file.with_suffix(".tmp")
-        tmp.write_text(str(self.policy_version))
-        os.replace(tmp, self._version_file)
+        self._persist_version()
         self._publish_stream(self.status(done), transport.TOPIC_STATUS)
 
     def _log_scalars(self) -> None:

@@ -62,6 +62,41 @@ class ArraySpec:
 
 
 @dataclass(frozen=True)
+class ValueLimits:
+    """Largest magnitudes a trajectory's float values may have; the learner rejects any beyond.
+
+    Finite is not enough: one reward of 3e38 passes a finiteness check, overflows the squared
+    value loss, and (without these limits) made every later weight NaN. The defaults sit far
+    above anything a real policy or env produces (Mario's largest agent-step reward is ~±100,
+    a policy's logits stay within ~±50) and far below float32's overflow once squared.
+
+    Attributes:
+        reward: max ``|reward|``, raw env units per agent step.
+        logit: max ``|behaviour_logits|``.
+        core_state: max ``|initial_core_state|``.
+        obs: max ``|obs|`` and ``|truncated_obs|`` for float observations (uint8 frames are
+            bounded by their dtype).
+    """
+
+    reward: float = 1e6
+    logit: float = 1e4
+    core_state: float = 1e4
+    obs: float = 1e6
+
+
+def check_magnitude(name: str, array: np.ndarray, limit: float) -> None:
+    """Raise :class:`ProtocolError` ``name: not_finite`` or ``name: too_large`` unless every
+    value of the float ``array`` is finite and within ``[-limit, limit]``."""
+    if not array.size:
+        return
+    if not np.isfinite(array).all():
+        raise ProtocolError(name, "not_finite")
+    largest = float(np.abs(array).max())
+    if largest > limit:
+        raise ProtocolError(name, "too_large", f"|value| {largest:.3g} > limit {limit:.3g}")
+
+
+@dataclass(frozen=True)
 class TrajectorySpec:
     """The unroll layout for one run, derived from its config.
 
@@ -72,6 +107,7 @@ class TrajectorySpec:
         num_actions: size A of the discrete action set.
         state_shape: one env's recurrent core state (``ActorCritic.state_shape``); ``(0,)``
             for a feed-forward model.
+        limits: magnitude bounds :meth:`validate` enforces (:class:`ValueLimits`).
     """
 
     unroll_length: int
@@ -79,6 +115,7 @@ class TrajectorySpec:
     obs_dtype: np.dtype[Any]
     num_actions: int
     state_shape: tuple[int, ...] = (0,)
+    limits: ValueLimits = ValueLimits()
 
     @property
     def fields(self) -> dict[str, ArraySpec]:
@@ -135,9 +172,11 @@ class TrajectorySpec:
 
         Raises:
             ProtocolError: naming the first offending field: wrong shape or dtype, actions
-                outside [0, A), non-finite rewards or logits, a ``truncated_obs`` count that
-                differs from the number of truncated steps, a step both terminated and
-                truncated, or an ``initial_last_action`` outside [0, A].
+                outside [0, A), rewards, logits, core state or float observations that are
+                not finite (``not_finite``) or beyond :attr:`limits` (``too_large``), a
+                ``truncated_obs`` count that differs from the number of truncated steps, a
+                step both terminated and truncated, an ``initial_last_action`` outside
+                [0, A], or a negative ``policy_version``.
         """
         for name, spec in self.fields.items():
             spec.check(name, getattr(traj, name))
@@ -145,12 +184,11 @@ class TrajectorySpec:
             raise ProtocolError(
                 "action", "out_of_range", f"actions must be in [0, {self.num_actions})"
             )
-        if not np.isfinite(traj.reward).all():
-            raise ProtocolError("reward", "not_finite")
-        if not np.isfinite(traj.behaviour_logits).all():
-            raise ProtocolError("behaviour_logits", "not_finite")
-        if self.obs_dtype != np.uint8 and not np.isfinite(traj.obs).all():
-            raise ProtocolError("obs", "not_finite")
+        check_magnitude("reward", traj.reward, self.limits.reward)
+        check_magnitude("behaviour_logits", traj.behaviour_logits, self.limits.logit)
+        if np.dtype(self.obs_dtype).kind == "f":
+            check_magnitude("obs", traj.obs, self.limits.obs)
+            check_magnitude("truncated_obs", traj.truncated_obs, self.limits.obs)
         if (traj.terminated & traj.truncated).any():
             raise ProtocolError("truncated", "both_terminated_and_truncated")
         n_trunc = int(traj.truncated.sum())
@@ -158,8 +196,7 @@ class TrajectorySpec:
             raise ProtocolError(
                 "truncated_obs", "bad_shape", f"{n_trunc} truncated steps need as many rows"
             )
-        if not np.isfinite(traj.initial_core_state).all():
-            raise ProtocolError("initial_core_state", "not_finite")
+        check_magnitude("initial_core_state", traj.initial_core_state, self.limits.core_state)
         if not 0 <= int(traj.initial_last_action) <= self.no_action:
             raise ProtocolError(
                 "initial_last_action",

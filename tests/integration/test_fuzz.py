@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import signal
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import msgpack
 import numpy as np
+import torch
 import zmq
 
 from configs import schema
@@ -53,21 +53,28 @@ class Fuzzer:
         self.seq = 0
         self.sent: Counter[str] = Counter()
 
-    def trajectory(self, decodes: bool = True, **changes: np.ndarray) -> Trajectory:
-        """A trajectory; only ones that decode take a sequence number (the learner tracks
-        those per incarnation, and skipped numbers would read as lost unrolls)."""
+    def trajectory(
+        self, decodes: bool = True, actor_id: int = 999, env_index: int = 0, **changes: np.ndarray
+    ) -> Trajectory:
+        """A trajectory; only ones whose seq the learner records take a sequence number (it
+        tracks them per incarnation, and skipped numbers would read as lost unrolls): not
+        those that fail to decode, nor those refused for ids that are not the hello's."""
         arrays = self.spec.empty()
         arrays["obs"][:] = self.rng.normal(size=arrays["obs"].shape)
         arrays["action"][:] = self.rng.integers(0, self.spec.num_actions, self.spec.unroll_length)
         arrays.update(changes)
         if decodes:
             self.seq += 1
-        return Trajectory(actor_id=999, run_id="fuzzer", seq=self.seq, env_index=0, **arrays)
+        return Trajectory(
+            actor_id=actor_id, run_id="fuzzer", seq=self.seq, env_index=env_index, **arrays
+        )
 
     def message(self, i: int) -> tuple[str, list[bytes]]:
         kinds = [
             "random_bytes", "truncated_frame", "wrong_version", "wrong_dtype", "wrong_shape",
             "too_many_frames", "nan_reward", "bad_action", "pickle", "garbage_header_type",
+            "huge_reward", "huge_logit", "future_version", "foreign_actor_id", "bad_env_index",
+            "extreme_hello", "repeat_hello",
         ]  # fmt: skip
         kind = kinds[i % len(kinds)]
         t = self.spec.unroll_length
@@ -94,6 +101,23 @@ class Fuzzer:
             frames = encode(self.trajectory(reward=reward))
         elif kind == "bad_action":
             frames = encode(self.trajectory(action=np.full(t, 99, dtype=np.int64)))
+        elif kind == "huge_reward":  # finite: it once passed and made the weights NaN
+            frames = encode(self.trajectory(reward=np.full(t, 3e38, dtype=np.float32)))
+        elif kind == "huge_logit":
+            logits = np.full((t, self.spec.num_actions), -1e30, dtype=np.float32)
+            frames = encode(self.trajectory(behaviour_logits=logits))
+        elif kind == "future_version":
+            frames = encode(self.trajectory(policy_version=np.full(t, 2**62, dtype=np.int64)))
+        elif kind == "foreign_actor_id":  # not the id its connection's hello gave
+            frames = encode(self.trajectory(decodes=False, actor_id=424242))
+        elif kind == "bad_env_index":  # the hello declared 64 envs
+            frames = encode(self.trajectory(decodes=False, env_index=99))
+        elif kind == "extreme_hello":  # a version no int64 array could hold once incremented
+            frames = encode(Hello(actor_id=999, run_id="fuzzer", host="fuzz", pid=0,
+                                  num_envs=64, policy_version=2**63 - 1))  # fmt: skip
+        elif kind == "repeat_hello":  # valid: it must not add credits on top of those in flight
+            frames = encode(Hello(actor_id=999, run_id="fuzzer", host="fuzz", pid=0,
+                                  num_envs=64))  # fmt: skip
         elif kind == "pickle":
             frames = [pickle.dumps(Evil(self.marker)), pickle.dumps({"t": "trajectory"})]
         else:
@@ -159,13 +183,20 @@ def test_fuzzing_a_live_learner_is_counted_and_harmless(tmp_path: Path, endpoint
     assert proc.returncode == 0, out
     assert not marker.exists(), "a pickle payload was executed"
     counters = learner_counters(run_dir)
-    bad = MESSAGES + 3
+    bad = MESSAGES + 3 - fuzzer.sent["repeat_hello"]
     assert counters["rejected"] == bad, {k: v for k, v in counters.items() if "rejected" in k}
     for reason in (
         "header:bad_header", "obs:bad_byte_count", "protocol_version:bad_version",
         "reward:bad_dtype", "obs:bad_shape", "frames:too_many_frames", "reward:not_finite",
-        "action:out_of_range", "frames:too_large", "type:unknown_type",
+        "action:out_of_range", "frames:too_large", "type:unknown_type", "reward:too_large",
+        "behaviour_logits:too_large", "policy_version:ahead", "actor_id:mismatch",
+        "env_index:out_of_range",
     ):  # fmt: skip
         assert counters.get(f"rejected:{reason}", 0) > 0, reason
     assert counters["lost"] == 0
-    assert os.path.exists(run_dir / "checkpoints")
+    # the version stayed the learner's own, and the weights it trained and saved are finite
+    assert int((run_dir / "policy_version").read_text()) < 10**9
+    newest = max((run_dir / "checkpoints").glob("*.pt"), key=lambda f: f.stat().st_mtime)
+    state = torch.load(newest, map_location="cpu", weights_only=True)
+    model = state["learner"]["model"]
+    assert model and all(torch.isfinite(v).all() for v in model.values() if v.is_floating_point())

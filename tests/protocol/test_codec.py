@@ -246,6 +246,15 @@ def test_size_limits_apply_before_decoding() -> None:
             "behaviour_logits",
             "not_finite",
         ),
+        # finite but huge: 3e38 once made every later weight NaN (issue 14); the default
+        # limits are 1e6 for rewards and 1e4 for logits
+        (lambda a: a["reward"].__setitem__(0, 3e38), "reward", "too_large"),
+        (lambda a: a["reward"].__setitem__(0, -2e6), "reward", "too_large"),
+        (
+            lambda a: a["behaviour_logits"].__setitem__((0, 0), -1e5),
+            "behaviour_logits",
+            "too_large",
+        ),
         (lambda a: a["truncated"].__setitem__(4, True), "truncated_obs", "bad_shape"),
         (
             lambda a: a["terminated"].__setitem__(3, True),
@@ -276,3 +285,27 @@ def test_spec_empty_matches_fields() -> None:
     assert arrays["obs"].shape == (6, 4, 84, 84) and arrays["obs"].dtype == np.uint8
     assert arrays["behaviour_logits"].shape == (5, 7)
     assert arrays["truncated_obs"].shape == (2, 4, 84, 84)
+
+
+def test_value_limits_are_the_specs_own() -> None:
+    """A reward the default limits accept is refused under a tighter one, and float
+    observations (truncated ones included) are bounded too."""
+    from dataclasses import replace
+
+    from protocol.messages import ValueLimits
+
+    traj = make_trajectory()
+    big = Trajectory(**{**vars(traj), "reward": np.full_like(traj.reward, 500.0)})
+    SPEC.validate(big)
+    with pytest.raises(ProtocolError, match="reward: too_large"):
+        replace(SPEC, limits=ValueLimits(reward=100.0)).validate(big)
+    vec = TrajectorySpec(2, (4,), np.dtype(np.float32), 2)
+    arrays = vec.empty(num_truncated=1)
+    arrays["truncated"][1] = True
+    arrays["truncated_obs"][0, 0] = 1e7
+    fields = {**vars(traj), **arrays, "initial_last_action": np.int64(0)}
+    with pytest.raises(ProtocolError, match="truncated_obs: too_large"):
+        vec.validate(Trajectory(**fields))
+    arrays["truncated_obs"][0, 0] = np.nan
+    with pytest.raises(ProtocolError, match="truncated_obs: not_finite"):
+        vec.validate(Trajectory(**fields))
