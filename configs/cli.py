@@ -8,6 +8,7 @@ as help text) and folding the parsed flags back into a validated :class:`Config`
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -56,12 +57,26 @@ def env_var(dotted: str) -> str:
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Config values set through environment variables (for containers), parsed as TOML."""
+    """Config values set through environment variables (for containers), parsed as TOML.
+
+    Raises:
+        schema.ConfigError: a ``MARIO_SECTION__FIELD`` variable (a ``MARIO_`` name with ``__``)
+            names no config field, so a misspelt one is never silently ignored; the message
+            names the variable and the closest real one. ``MARIO_`` names without ``__`` are
+            the processes' own settings (``MARIO_LEARNER``, ``MARIO_CURVE_CERT``...) and are
+            left alone.
+    """
+    known = {env_var(dotted): dotted for dotted, _, _ in schema.iter_fields()}
     out: dict[str, Any] = {}
-    for dotted, _, _ in schema.iter_fields():
-        text = environ.get(env_var(dotted))
-        if text is not None:
-            out[dotted] = schema.parse_override(dotted, text)
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        dotted = known.get(name)
+        if dotted is None:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise schema.ConfigError(f"{name}: no config field has this variable{hint}")
+        out[dotted] = schema.parse_override(dotted, text)
     return out
 
 

@@ -436,6 +436,44 @@ class NetworkConfig:
         "tcp://127.0.0.1:5556", "Learner PUB endpoint for weights and status."
     )
 
+    def __post_init__(self) -> None:
+        for name in ("trajectory_endpoint", "broadcast_endpoint"):
+            check_endpoint(f"network.{name}", getattr(self, name))
+        if self.trajectory_endpoint == self.broadcast_endpoint:
+            raise ConfigError(
+                "network.broadcast_endpoint: must differ from network.trajectory_endpoint "
+                f"(both {self.trajectory_endpoint}): the learner binds a socket on each"
+            )
+
+
+ENDPOINT_SCHEMES = ("tcp", "ipc", "inproc")
+"""ZeroMQ transports an endpoint may name (zmq_tcp(7), zmq_ipc(7), zmq_inproc(7))."""
+
+
+def check_endpoint(path: str, endpoint: str) -> None:
+    """Check that ``endpoint`` is a ZeroMQ endpoint the learner can bind and actors connect to:
+    ``tcp://HOST:PORT`` (PORT in 1-65535; HOST an address, a name or ``*``),
+    ``ipc://PATH`` or ``inproc://NAME``.
+
+    Raises:
+        ConfigError: naming ``path`` and what is wrong, before any process starts (a bad
+            endpoint otherwise fails inside the learner, which was restarted as if it were
+            a transient failure).
+    """
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or scheme not in ENDPOINT_SCHEMES:
+        raise ConfigError(
+            f"{path}: {endpoint!r} is not a ZeroMQ endpoint; expected "
+            "tcp://HOST:PORT, ipc://PATH or inproc://NAME"
+        )
+    if not rest:
+        raise ConfigError(f"{path}: {endpoint!r} names no address after {scheme}://")
+    if scheme != "tcp":
+        return
+    host, colon, port = rest.rpartition(":")
+    if not colon or not host or not port.isdecimal() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"{path}: {endpoint!r} needs tcp://HOST:PORT with a port in 1-65535")
+
 
 @dataclass(frozen=True)
 class EvalConfig:

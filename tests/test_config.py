@@ -30,6 +30,15 @@ def test_every_preset_loads(path: Path) -> None:
         ({"model.torso": "vit"}, "model.torso: expected one of"),
         ({"learner.momentum": 0.9}, "learner.momentum: unknown config key"),
         ({"optimizer.lr": 0.1}, "optimizer: unknown config section"),
+        ({"network.trajectory_endpoint": "foo"}, "network.trajectory_endpoint: 'foo' is not a"),
+        ({"network.broadcast_endpoint": "udp://1.2.3.4:5"}, "network.broadcast_endpoint: 'udp:"),
+        ({"network.trajectory_endpoint": "tcp://127.0.0.1"}, "needs tcp://HOST:PORT"),
+        ({"network.trajectory_endpoint": "tcp://127.0.0.1:70000"}, "port in 1-65535"),
+        ({"network.trajectory_endpoint": "ipc://"}, "names no address"),
+        (
+            {"network.broadcast_endpoint": "tcp://127.0.0.1:5555"},
+            "network.broadcast_endpoint: must differ from network.trajectory_endpoint",
+        ),
     ],
 )
 def test_bad_values_name_the_field(overrides: dict, message: str) -> None:
@@ -92,3 +101,29 @@ def test_environment_variables_override_and_flags_win(monkeypatch) -> None:
     monkeypatch.setenv("MARIO_ACTOR__NUM_ENVS", "-1")
     with pytest.raises(schema.ConfigError, match=r"actor\.num_envs: must be >= 1"):
         cli.config_from_args(parser.parse_args([]))
+
+
+def test_a_misspelt_config_variable_is_an_error_naming_it(monkeypatch) -> None:
+    parser = argparse.ArgumentParser()
+    cli.add_config_arguments(parser)
+    monkeypatch.setenv("MARIO_LEARNER_ID", "3")  # no "__": a process setting, not config
+    monkeypatch.setenv("MARIO_LEARNER__BATCH_SIZ", "2")
+    with pytest.raises(
+        schema.ConfigError, match=r"MARIO_LEARNER__BATCH_SIZ: .*MARIO_LEARNER__BATCH_SIZE"
+    ):
+        cli.config_from_args(parser.parse_args([]))
+    monkeypatch.delenv("MARIO_LEARNER__BATCH_SIZ")
+    assert cli.config_from_args(parser.parse_args([])).learner.batch_size >= 1
+
+
+def test_valid_endpoints_load() -> None:
+    for trajectory, broadcast in [
+        ("tcp://*:5555", "tcp://*:5556"),
+        ("tcp://[::1]:5555", "tcp://localhost:5556"),
+        ("ipc:///tmp/a", "inproc://b"),
+    ]:
+        network = schema.load(
+            None,
+            {"network.trajectory_endpoint": trajectory, "network.broadcast_endpoint": broadcast},
+        ).network
+        assert (network.trajectory_endpoint, network.broadcast_endpoint) == (trajectory, broadcast)
