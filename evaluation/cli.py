@@ -141,10 +141,10 @@ def _resolve(args: argparse.Namespace, policies: tuple[str, ...]) -> tuple[
     if args.checkpoint is not None or "agent" in policies:
         spec = args.checkpoint or "latest"
         try:
-            checkpoint = resolve_resume(spec, args.run_dir)
+            checkpoint = resolve_resume(spec, args.run_dir, flag="--checkpoint")
             state = load_checkpoint(checkpoint, required=("model",))
         except CheckpointError as exc:
-            raise UsageError(f"--checkpoint {spec}: {exc}") from exc
+            raise UsageError(str(exc)) from exc
         run_dir = checkpoint.parent.parent
         if "config" in state:
             config = schema.from_dict(state["config"])

@@ -28,7 +28,7 @@ from rich.text import Text
 from configs import schema
 from launch.progress import progress_line
 from launch.supervisor import Child, RestartPolicy
-from learner.checkpoint import list_checkpoints
+from learner.checkpoint import newest_loadable
 from protocol import transport
 from protocol.messages import Heartbeat, LearnerStatus, ProtocolError
 from protocol.security import client_env
@@ -218,8 +218,7 @@ class Launcher:
         if self.learner is None:
             return self.status is not None and self.status.done
         if self.learner.due():
-            latest = list_checkpoints(self.run_dir)
-            resume = latest[-1] if latest else None
+            resume = newest_loadable(self.run_dir)  # a corrupt newest one is skipped, logged
             log.warning("restarting the learner from %s", resume or "scratch (no checkpoint)")
             self.learner.restarts += 1
             self.learner.start(self._learner_argv(resume))

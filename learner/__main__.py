@@ -17,7 +17,13 @@ from pathlib import Path
 
 from configs import schema
 from configs.cli import DEFAULT_CONFIG, add_config_arguments, config_from_args
-from learner.checkpoint import CheckpointError, auto_resume, resolve_resume
+from learner.checkpoint import (
+    CheckpointError,
+    auto_resume,
+    check_compatible,
+    load_checkpoint,
+    resolve_resume,
+)
 from learner.server import serve
 
 log = logging.getLogger("learner")
@@ -47,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             resume = auto_resume(run_dir)
         else:
             resume = resolve_resume(args.resume, args.run_dir) if args.resume else None
+        if resume is not None:  # before config.toml is rewritten, as the launcher does
+            check_compatible(load_checkpoint(resume, ("learner", "counters")), config, resume)
     except (schema.ConfigError, CheckpointError) as exc:
         log.error("%s", exc)
         return 2

@@ -1,6 +1,7 @@
 """Atomic checkpoints: write, keep the last K, find the latest, load with clear errors.
 
-Run by: the learner process (save, resume) and the launcher (``--resume latest`` resolution).
+Run by: the learner process (save, resume) and the launcher (``--resume`` resolution, the
+newest loadable checkpoint for a restart, and the model check before a resume starts).
 Owns: the checkpoint file format and the guarantee that a checkpoint on disk is always complete:
 it is written to a temp file in the same directory, fsynced, ``os.replace``d into place, and
 the directory is fsynced, so a crash at any moment leaves the old or the new file, never half.
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from configs import schema
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +46,41 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
 
 
+def newest_loadable(
+    run_dir: Path, required: tuple[str, ...] = ("model", "counters")
+) -> Path | None:
+    """The newest checkpoint of a run that loads (:func:`load_checkpoint`), or None.
+
+    A newer file that does not load (truncated, corrupt, lacking an entry) is skipped with a
+    warning naming it and why, so one bad file never strands a run whose older checkpoints are
+    good. Each candidate is loaded once to check it.
+    """
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            load_checkpoint(path, required)
+        except CheckpointError as exc:
+            log.warning("skipping checkpoint %s: %s", path, exc)
+            continue
+        return path
+    return None
+
+
 def latest_checkpoint(run_dir: Path) -> Path:
-    """The newest checkpoint of a run.
+    """The newest loadable checkpoint of a run (:func:`newest_loadable`).
 
     Raises:
-        CheckpointError: the run has none.
+        CheckpointError: the run has none, or none that loads.
     """
     found = list_checkpoints(run_dir)
     if not found:
         raise CheckpointError(f"no checkpoint in {run_dir / CHECKPOINT_DIR}")
-    return found[-1]
+    path = newest_loadable(run_dir)
+    if path is None:
+        raise CheckpointError(
+            f"no loadable checkpoint in {run_dir / CHECKPOINT_DIR} ({len(found)} found, "
+            "none loads; the log names each and why)"
+        )
+    return path
 
 
 def remove_partial_writes(run_dir: Path) -> list[Path]:
@@ -120,7 +148,12 @@ def load_checkpoint(
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} is unreadable: {exc}") from exc
+        # not torch's own text: it advises weights_only=False, which would unpickle the file
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({type(exc).__name__}): truncated, corrupt, or "
+            "not a checkpoint of this project (they hold only tensors and plain values, and "
+            "are never unpickled)"
+        ) from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path}: expected a dict at the top level")
     for key in required:
@@ -135,15 +168,17 @@ def auto_resume(run_dir: Path) -> Path | None:
     For a process that a supervisor (Docker, Kubernetes) restarts with the same arguments: the
     first start trains from scratch, every later one continues the run.
     """
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
+    return newest_loadable(run_dir)
 
 
-def resolve_resume(spec: str, run_dir: Path | None, runs_root: Path = Path("runs")) -> Path:
+def resolve_resume(
+    spec: str, run_dir: Path | None, runs_root: Path = Path("runs"), flag: str = "--resume"
+) -> Path:
     """Turn ``--resume PATH|latest`` into a checkpoint file.
 
-    ``latest`` means the newest checkpoint in ``run_dir``, or, without one, in the most recently
-    modified run under ``runs_root``. A directory means its newest checkpoint.
+    ``latest`` means the newest loadable checkpoint in ``run_dir``, or, without one, in the most
+    recently modified run under ``runs_root``. A directory means its newest loadable checkpoint
+    (:func:`newest_loadable`). ``flag`` names the option in error messages.
 
     Raises:
         CheckpointError: nothing matches.
@@ -155,12 +190,44 @@ def resolve_resume(spec: str, run_dir: Path | None, runs_root: Path = Path("runs
                 key=lambda p: p.stat().st_mtime,
             )
             if not runs:
-                raise CheckpointError(f"--resume latest: no run with checkpoints in {runs_root}")
+                raise CheckpointError(f"{flag} latest: no run with checkpoints in {runs_root}")
             run_dir = runs[-1]
         return latest_checkpoint(run_dir)
     path = Path(spec)
     if path.is_dir():
         return latest_checkpoint(path)
     if not path.is_file():
-        raise CheckpointError(f"--resume: checkpoint not found: {path}")
+        raise CheckpointError(f"{flag}: checkpoint not found: {path}")
     return path
+
+
+SHAPING_ENV_FIELDS = ("actions", "frame_stack", "resolution")
+"""``env`` fields that set the model's input or output shape (with ``env.id`` off Mario)."""
+
+
+def check_compatible(state: dict[str, Any], config: schema.Config, path: Path) -> None:
+    """Check, before anything is written or started, that ``config`` builds the model the
+    checkpoint ``state`` holds: every ``model`` field and the ``env`` fields that set its
+    shapes must equal those of the config it was trained with (``state["config"]``; a
+    checkpoint without one is not checked).
+
+    Raises:
+        CheckpointError: naming the first field that differs, both values and the file.
+    """
+    saved = state.get("config")
+    if not isinstance(saved, dict):
+        return
+    new = schema.to_dict(config)
+    fields = [("model", key) for key in new["model"]]
+    fields += [("env", key) for key in SHAPING_ENV_FIELDS]
+    ids = (str(saved.get("env", {}).get("id", "")), config.env.id)
+    if not all(i.startswith("SuperMarioBros") for i in ids):
+        fields.append(("env", "id"))
+    for section, key in fields:
+        old = saved.get(section, {}).get(key, new[section][key])
+        if old != new[section][key]:
+            raise CheckpointError(
+                f"{section}.{key}: {path} was trained with {old!r}, this config has "
+                f"{new[section][key]!r}; a resumed run keeps the model it was trained with "
+                "(drop the override, or start a new run)"
+            )

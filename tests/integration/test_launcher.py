@@ -62,6 +62,20 @@ def test_smoke_run_on_the_real_rom(tmp_path: Path, launch, endpoints) -> None:
     assert after["counters"]["env_frames"] >= 20_000
     assert schema.load(run_dir / "config.toml").run.total_env_frames == 20_000
 
+    # a resume whose model cannot load fails at once, naming the field, and leaves the run as is
+    before = (run_dir / "config.toml").read_text()
+    wrong = launch("--resume", "latest", "--run-dir", str(run_dir),
+                   "--model.torso", "impala", *endpoints)  # fmt: skip
+    assert wrong.returncode == 2, wrong.stdout + wrong.stderr
+    assert "model.torso:" in wrong.stdout and "impala" in wrong.stdout
+    assert (run_dir / "config.toml").read_text() == before
+    # a corrupt newest checkpoint: the newest one that loads is used, with a warning naming it
+    newest = latest_checkpoint(run_dir)
+    newest.write_bytes(newest.read_bytes()[:1000])
+    again = launch("--resume", "latest", "--run-dir", str(run_dir), *endpoints)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"skipping checkpoint {newest}" in again.stdout + again.stderr
+
 
 def test_sigterm_stops_cleanly_with_a_final_checkpoint(tmp_path: Path, endpoints) -> None:
     run_dir = tmp_path / "term"

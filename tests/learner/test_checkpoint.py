@@ -7,13 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from configs import schema
 from learner.checkpoint import (
     CheckpointError,
     auto_resume,
+    check_compatible,
     checkpoint_path,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    newest_loadable,
     resolve_resume,
     save_checkpoint,
 )
@@ -85,3 +88,41 @@ def test_auto_resume_starts_fresh_then_continues(tmp_path: Path) -> None:
     save_checkpoint(state(3), checkpoint_path(run, 3), keep=3)
     save_checkpoint(state(5), checkpoint_path(run, 5), keep=3)
     assert auto_resume(run) == checkpoint_path(run, 5)
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for n in (3, 5, 7):
+        save_checkpoint(state(n), checkpoint_path(tmp_path, n), keep=3)
+    newest = checkpoint_path(tmp_path, 7)
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated, as by a full disk
+    torch.save({"model": {}}, checkpoint_path(tmp_path, 5))  # loads, but lacks its counters
+    with caplog.at_level("WARNING"):
+        assert newest_loadable(tmp_path) == checkpoint_path(tmp_path, 3)
+        assert latest_checkpoint(tmp_path) == auto_resume(tmp_path) == checkpoint_path(tmp_path, 3)
+    warned = [r.getMessage() for r in caplog.records]
+    assert any(str(newest) in m and "unreadable" in m for m in warned)
+    assert any("ckpt-000000005.pt" in m and "missing entry 'counters'" in m for m in warned)
+    assert not any("weights_only" in m for m in warned)  # never torch's unpickling advice
+    checkpoint_path(tmp_path, 3).write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="no loadable checkpoint"):
+        latest_checkpoint(tmp_path)
+    assert newest_loadable(tmp_path) is None
+
+
+def test_a_resume_must_keep_the_model_it_was_trained_with(tmp_path: Path) -> None:
+    config = schema.load(None, {})
+    saved = {"config": schema.to_dict(config)}
+    check_compatible(saved, config, tmp_path / "c.pt")  # the same config: fine
+    other_stage = schema.load(None, {"env.id": "SuperMarioBros-1-2-v0"})
+    check_compatible(saved, other_stage, tmp_path / "c.pt")  # same shapes: fine
+    for override, field in [
+        ({"model.torso": "impala"}, "model.torso"),
+        ({"env.actions": "complex"}, "env.actions"),
+        ({"env.frame_stack": 2}, "env.frame_stack"),
+        ({"env.id": "CartPole-v1"}, "env.id"),
+    ]:
+        with pytest.raises(CheckpointError, match=rf"{field}: .*c\.pt was trained with"):
+            check_compatible(saved, schema.load(None, override), tmp_path / "c.pt")
+    check_compatible({}, schema.load(None, {"model.torso": "impala"}), tmp_path / "c.pt")
