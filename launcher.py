@@ -106,8 +106,13 @@ def train(argv: list[str]) -> int:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2
     run_dir = run_dir.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    schema.save(config, run_dir / "config.toml")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        schema.save(config, run_dir / "config.toml")
+    except OSError as exc:
+        console.print(f"[bold red]error:[/] --run-dir {run_dir}: cannot write the run directory: "
+                      f"{exc.strerror or exc}", highlight=False)  # fmt: skip
+        return 2
     launcher = Launcher(config, run_dir, resume, console)
     _install_stop(launcher)
     return launcher.run()

@@ -30,6 +30,7 @@ from launch.progress import progress_line
 from launch.supervisor import Child, RestartPolicy
 from learner.checkpoint import newest_loadable
 from protocol import transport
+from protocol.exit_status import ExitStatus, is_permanent
 from protocol.messages import Heartbeat, LearnerStatus, ProtocolError
 from protocol.security import client_env
 from telemetry.heartbeat import HeartbeatBuilder, HeartbeatSender
@@ -56,7 +57,19 @@ class RemoteLearner:
 
 
 class GiveUp(RuntimeError):
-    """A process failed more often than the restart policy allows; the message says which."""
+    """A process failed for good: more often than the restart policy allows, or with a
+    permanent exit status (:mod:`protocol.exit_status`). The message says which and why;
+    ``status`` is what the launcher exits with."""
+
+    def __init__(self, message: str, status: int = ExitStatus.FAILED) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def last_line(child: Child) -> str:
+    """The last non-empty line of a child's log: a permanent failure's one-line reason."""
+    lines = [line for line in child.tail(5).splitlines() if line.strip()]
+    return lines[-1] if lines else "(no log)"
 
 
 class Launcher:
@@ -185,19 +198,28 @@ class Launcher:
                 del self.dead_since[actor_id]
 
     def _restart(self, child: Child, rc: int, fatal: bool) -> None:
-        """Schedule a restart after a failure, or give up (raise if ``fatal``)."""
-        delay = child.schedule_restart(self.policy)
-        if delay is None:
+        """Schedule a restart after a failure, or give up (raise if ``fatal``). A permanent
+        exit status is never restarted: the run stops at once with the child's reason."""
+        if is_permanent(rc):
+            message = (
+                f"{child.name} cannot run ({ExitStatus(rc).name.lower()}, exit status {rc}): "
+                f"{last_line(child)}"
+            )
+        else:
+            delay = child.schedule_restart(self.policy)
+            if delay is not None:
+                log.warning("%s exited with status %s; restarting in %.0f s", child.name, rc, delay)
+                return
             message = (
                 f"{child.name} failed {len(child.failures)} times within "
                 f"{self.policy.window_s:.0f} s (last exit status {rc}; run.max_restarts = "
                 f"{self.policy.max_restarts}); last log lines of {child.log_path}:\n{child.tail()}"
             )
-            if fatal:
-                raise GiveUp(message)
-            log.warning("giving up on it: %s", message)
-            return
-        log.warning("%s exited with status %s; restarting in %.0f s", child.name, rc, delay)
+            rc = ExitStatus.FAILED
+        if fatal:
+            raise GiveUp(message, rc)
+        log.warning("giving up on it: %s", message)
+        child.proc = None  # given up: not polled (nor reported) again
 
     def _supervise(self) -> bool:
         """One supervision pass; True when the run is over (the learner finished).
@@ -254,6 +276,7 @@ class Launcher:
             actor.start()
         self.console.print(f"[bold]run[/] {self.run_dir}  {what}; logs in {self.run_dir / 'logs'}")
         error: str | None = None
+        status = ExitStatus.OK
         interactive = self.console.is_terminal
         last_plain = 0.0
         live_view = (
@@ -283,7 +306,7 @@ class Launcher:
                     if self._supervise():
                         break
                 except GiveUp as exc:
-                    error = str(exc)
+                    error, status = str(exc), exc.status
                     break
         self._stop_all()
         heartbeats.stop()
@@ -294,7 +317,7 @@ class Launcher:
             self.console.print(progress_line(self.status), highlight=False)
         if error:
             self.console.print(f"[bold red]error:[/] {error}", highlight=False)
-            return 1
+            return int(status)
         if self.learner is None:
             self.console.print("[bold green]done[/]: actors stopped")
             return 0

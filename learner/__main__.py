@@ -24,7 +24,8 @@ from learner.checkpoint import (
     load_checkpoint,
     resolve_resume,
 )
-from learner.server import serve
+from learner.server import NO_SPACE_ERRNOS, serve
+from protocol.exit_status import ExitStatus
 
 log = logging.getLogger("learner")
 
@@ -57,9 +58,13 @@ def main(argv: list[str] | None = None) -> int:
             check_compatible(load_checkpoint(resume, ("learner", "counters")), config, resume)
     except (schema.ConfigError, CheckpointError) as exc:
         log.error("%s", exc)
-        return 2
-    run_dir.mkdir(parents=True, exist_ok=True)
-    schema.save(config, saved)
+        return ExitStatus.CONFIG
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        schema.save(config, saved)
+    except OSError as exc:
+        log.error("--run-dir %s: cannot write the run directory: %s", run_dir, exc.strerror or exc)
+        return ExitStatus.NO_SPACE if exc.errno in NO_SPACE_ERRNOS else ExitStatus.CONFIG
     return serve(config, run_dir, resume)
 
 

@@ -10,6 +10,7 @@ is :class:`learner.learner.Learner`; counting is :mod:`learner.accounting`; flow
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -29,8 +30,10 @@ from actor.env import num_actions, observation_spec
 from configs import schema
 from learner.accounting import EPISODE_LOG, Accounting, EpisodeWindow
 from learner.checkpoint import (
+    CheckpointError,
     atomic_save,
     checkpoint_path,
+    list_checkpoints,
     load_checkpoint,
     remove_partial_writes,
     save_checkpoint,
@@ -42,6 +45,7 @@ from learner.reporting import Reporter
 from models.weights import flatten_state
 from protocol import transport
 from protocol.codec import decode
+from protocol.exit_status import ExitStatus, PermanentFailure
 from protocol.messages import (
     Credit,
     Heartbeat,
@@ -106,7 +110,14 @@ class LearnerServer:
         self._persisted_version: int | None = None
         self._credit_short = False
         if self._version_file.is_file():
-            self._raise_version(int(self._version_file.read_text().strip() or 0), "run directory")
+            text = self._version_file.read_text().strip() or "0"
+            if not text.isdecimal() or len(text) > 18:  # an int64 version, as published
+                raise PermanentFailure(
+                    ExitStatus.CORRUPT_RUN_DIR,
+                    f"{self._version_file}: {text[:40]!r} is not a policy version; restore it "
+                    "or delete it (the checkpoints' versions are then the floor)",
+                )
+            self._raise_version(int(text), "run directory")
         self.frames_per_unroll = config.actor.unroll_length * config.env.frames_per_step
         self.pending: deque[tuple[bytes, Trajectory]] = deque()
         self.credits = CreditLedger()
@@ -131,8 +142,17 @@ class LearnerServer:
                         endpoint,
                     )
         nw = config.network
-        self.router = transport.bind_router(self.ctx, nw.trajectory_endpoint, curve=curve)
-        self.pub = transport.bind_pub(self.ctx, nw.broadcast_endpoint, curve=curve)
+        try:
+            self.router = _bind(transport.bind_router, self.ctx, nw.trajectory_endpoint, curve)
+            try:
+                self.pub = _bind(transport.bind_pub, self.ctx, nw.broadcast_endpoint, curve)
+            except PermanentFailure:
+                self.router.close(0)
+                raise
+        except PermanentFailure:
+            if self.auth is not None:
+                self.auth.stop()  # its thread would keep the process alive
+            raise
         self.reporter = Reporter(run_dir)
         self.config_toml = tomli_w.dumps(schema.to_dict(config))
         self._weights: Weights | None = None
@@ -147,7 +167,11 @@ class LearnerServer:
     # -- checkpoints ---------------------------------------------------------------------
     def _restore(self, path: Path) -> None:
         state = load_checkpoint(path, required=("learner", "counters"))
-        self.learner.load_state_dict(state["learner"])
+        try:
+            self.learner.load_state_dict(state["learner"])
+        except (RuntimeError, KeyError, ValueError) as exc:  # torch's size-mismatch report
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"{path} does not fit this config's model: {first}") from exc
         counters = state["counters"]
         self.env_frames = int(counters["env_frames"])
         saved_version = int(counters.get("policy_version", self.learner.updates))
@@ -245,8 +269,12 @@ class LearnerServer:
         if self._persisted_version == self.policy_version:
             return
         tmp = self._version_file.with_suffix(".tmp")
-        tmp.write_text(str(self.policy_version))
-        os.replace(tmp, self._version_file)
+        try:
+            tmp.write_text(str(self.policy_version))
+            os.replace(tmp, self._version_file)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # no partial file left behind (a full disk)
+            raise
         self._persisted_version = self.policy_version
 
     def _publish_stream(self, message: Message, topic: bytes) -> None:
@@ -522,9 +550,43 @@ def is_loopback(endpoint: str) -> bool:
     return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
+def _bind(bind: Any, ctx: zmq.Context[Any], endpoint: str, curve: Any) -> zmq.Socket[Any]:
+    """``bind(ctx, endpoint, curve=curve)``, with a failure made a :class:`PermanentFailure`
+    naming the address: a port that is taken stays taken on a retry.
+
+    Raises:
+        PermanentFailure: ``ExitStatus.BIND``.
+    """
+    try:
+        return bind(ctx, endpoint, curve=curve)
+    except zmq.ZMQError as exc:
+        hint = " (another run on these ports?)" if exc.errno == zmq.EADDRINUSE else ""
+        raise PermanentFailure(
+            ExitStatus.BIND, f"cannot bind {endpoint}: {exc.strerror}{hint}"
+        ) from exc
+
+
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
 def serve(config: schema.Config, run_dir: Path, resume: Path | None) -> int:
-    """Run a learner until done or SIGTERM/SIGINT (which still writes a final checkpoint)."""
-    server = LearnerServer(config, run_dir, resume)
+    """Run a learner until done or SIGTERM/SIGINT (which still writes a final checkpoint).
+
+    Returns:
+        The process exit status (:class:`protocol.exit_status.ExitStatus`): ``OK``; ``BIND``,
+        ``CONFIG`` (the checkpoint does not fit the config) or ``CORRUPT_RUN_DIR`` before
+        training starts; ``NO_SPACE`` when the run directory's disk fills (the checkpoints
+        already written stay, and no partial file is left). Each failure is logged as one
+        line first.
+    """
+    try:
+        server = LearnerServer(config, run_dir, resume)
+    except PermanentFailure as exc:
+        log.error("%s", exc)
+        return exc.status
+    except CheckpointError as exc:
+        log.error("%s", exc)
+        return ExitStatus.CONFIG
 
     def _stop(signum: int, _frame: Any) -> None:
         server.stopping = True
@@ -533,6 +595,18 @@ def serve(config: schema.Config, run_dir: Path, resume: Path | None) -> int:
     signal.signal(signal.SIGINT, _stop)
     try:
         server.run()
+    except OSError as exc:
+        if exc.errno not in NO_SPACE_ERRNOS:
+            raise
+        kept = list_checkpoints(run_dir)
+        log.error(
+            "no space left on the run directory's disk (%s): stopping; the last checkpoint "
+            "kept is %s", exc, kept[-1] if kept else "none",
+        )  # fmt: skip
+        return ExitStatus.NO_SPACE
     finally:
-        server.close()
-    return 0
+        try:
+            server.close()
+        except OSError as exc:  # closing flushes logs: a full disk may refuse that too
+            log.error("while closing: %s", exc)
+    return ExitStatus.OK

@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from configs import schema
 from learner.checkpoint import latest_checkpoint, load_checkpoint
 from models import build_model
+from protocol.exit_status import ExitStatus
 from tests.conftest import ROOT
 from tests.integration.fleet import train_until_return
 
@@ -141,9 +142,13 @@ def test_learner_that_cannot_start_fails_the_run_with_its_log(tmp_path: Path, en
             cwd=ROOT, capture_output=True, text=True, timeout=120,
             env={**os.environ, "COLUMNS": "200"},
         )  # fmt: skip
-    assert done.returncode == 1, done.stdout
-    assert "learner failed 2 times within" in done.stdout  # restarted once, then given up
-    assert "Address already in use" in done.stdout
+    # a taken port stays taken: no restart, the launcher stops at once with one line and the
+    # learner's own exit status (protocol/exit_status.py)
+    assert done.returncode == ExitStatus.BIND, done.stdout
+    assert "learner cannot run (bind, exit status 3)" in done.stdout
+    assert f"cannot bind {endpoints[1]}: Address already in use" in done.stdout
+    assert "failed 2 times" not in done.stdout
+    assert "restarting" not in (tmp_path / "fail" / "logs" / "learner.log").read_text()
 
 
 @pytest.mark.slow

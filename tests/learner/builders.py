@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,25 @@ def config(**overrides: Any) -> schema.Config:
         "model.mlp_layers": 1,
         "actor.unroll_length": T,
         "learner.batch_size": 4,
+    }
+    values.update({key.replace("__", "."): value for key, value in overrides.items()})
+    return schema.load(None, values)
+
+
+def server_config(sockets: Path, **overrides: Any) -> schema.Config:
+    """A CartPole learner-server config (mlp, T = 4, 4 envs per actor) bound on ipc endpoints
+    in ``sockets``; batch 64, so no update runs unless a test feeds that many unrolls."""
+    values: dict[str, Any] = {
+        "env.id": "CartPole-v1",
+        "model.torso": "mlp",
+        "model.hidden_size": 16,
+        "model.mlp_layers": 1,
+        "actor.unroll_length": T,
+        "actor.num_envs": 4,
+        "learner.batch_size": 64,
+        "learner.device": "cpu",
+        "network.trajectory_endpoint": f"ipc://{sockets}/traj",
+        "network.broadcast_endpoint": f"ipc://{sockets}/pub",
     }
     values.update({key.replace("__", "."): value for key, value in overrides.items()})
     return schema.load(None, values)

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from configs import schema
 from learner.server import VERSION_FILE, LearnerServer
 from protocol.codec import encode
 from protocol.messages import Hello, Trajectory
+from tests.learner.builders import server_config
 
 ID = b"conn-1"
 T = 4
@@ -24,24 +24,9 @@ T = 4
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LearnerServer]:
-    config = schema.load(
-        None,
-        {
-            "env.id": "CartPole-v1",
-            "model.torso": "mlp",
-            "model.hidden_size": 16,
-            "model.mlp_layers": 1,
-            "actor.unroll_length": T,
-            "actor.num_envs": 4,
-            "learner.batch_size": 64,  # no update runs: the versions stay put
-            "learner.device": "cpu",
-            "network.trajectory_endpoint": f"ipc://{tmp_path}/traj",
-            "network.broadcast_endpoint": f"ipc://{tmp_path}/pub",
-        },
-    )
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    srv = LearnerServer(config, run_dir)
+    srv = LearnerServer(server_config(tmp_path), run_dir)
     try:
         yield srv
     finally:

@@ -1,0 +1,59 @@
+"""Process exit statuses: the contract between each process and whatever supervises it.
+
+Run by: the learner and actor processes (which exit with these), and the launcher, Docker or
+Kubernetes (which read them). Owns: the status numbers and which of them are permanent.
+
+A *permanent* failure cannot succeed on a retry with the same arguments (a port another process
+holds, a config that does not fit the checkpoint, a corrupt run directory, a full disk), so the
+launcher does not restart the process: it stops the run at once with the process's one-line
+reason and exits with the same status. Any other non-zero status (a crash, a signal) is
+transient and is restarted with backoff (``run.max_restarts``).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+__all__ = ["ExitStatus", "PermanentFailure", "is_permanent"]
+
+
+class ExitStatus(IntEnum):
+    """Exit statuses of every project process (and of the launcher, which passes them on)."""
+
+    OK = 0
+    FAILED = 1
+    """A transient or unknown failure (a crash); worth a restart."""
+    CONFIG = 2
+    """A bad config value, command-line flag or environment variable, or a config the checkpoint
+    it resumes cannot be loaded with (a model mismatch, a missing checkpoint)."""
+    BIND = 3
+    """A socket could not be bound: the address is in use (often another run on the same
+    ports) or not available on this machine."""
+    CORRUPT_RUN_DIR = 4
+    """A file of the run directory cannot be read back (e.g. ``policy_version`` is not a
+    number). (A run directory that cannot be written at all is a ``CONFIG`` error.)"""
+    NO_SPACE = 5
+    """The run directory's filesystem is full (ENOSPC, or EDQUOT for a quota)."""
+
+
+PERMANENT = frozenset({ExitStatus.CONFIG, ExitStatus.BIND, ExitStatus.CORRUPT_RUN_DIR,
+                       ExitStatus.NO_SPACE})  # fmt: skip
+
+
+def is_permanent(status: int | None) -> bool:
+    """Whether a process that exited with ``status`` would fail the same way if restarted."""
+    return status in PERMANENT
+
+
+class PermanentFailure(RuntimeError):
+    """A failure a retry cannot fix; the process logs ``str(self)`` as its last line and exits
+    with ``status``.
+
+    Args:
+        status: one of the permanent :class:`ExitStatus` values.
+        message: one line naming what failed (the address, the file, the field).
+    """
+
+    def __init__(self, status: ExitStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
