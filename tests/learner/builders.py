@@ -33,22 +33,16 @@ def config(**overrides: Any) -> schema.Config:
 
 
 def server_config(sockets: Path, **overrides: Any) -> schema.Config:
-    """A CartPole learner-server config (mlp, T = 4, 4 envs per actor) bound on ipc endpoints
-    in ``sockets``; batch 64, so no update runs unless a test feeds that many unrolls."""
+    """:func:`config` for a learner server (4 envs per actor) bound on ipc endpoints in
+    ``sockets``; batch 64, so no update runs unless a test feeds that many unrolls."""
     values: dict[str, Any] = {
-        "env.id": "CartPole-v1",
-        "model.torso": "mlp",
-        "model.hidden_size": 16,
-        "model.mlp_layers": 1,
-        "actor.unroll_length": T,
-        "actor.num_envs": 4,
-        "learner.batch_size": 64,
-        "learner.device": "cpu",
-        "network.trajectory_endpoint": f"ipc://{sockets}/traj",
-        "network.broadcast_endpoint": f"ipc://{sockets}/pub",
+        "actor__num_envs": 4,
+        "learner__batch_size": 64,
+        "learner__device": "cpu",
+        "network__trajectory_endpoint": f"ipc://{sockets}/traj",
+        "network__broadcast_endpoint": f"ipc://{sockets}/pub",
     }
-    values.update({key.replace("__", "."): value for key, value in overrides.items()})
-    return schema.load(None, values)
+    return config(**{**values, **overrides})
 
 
 def learner(seed: int = 0, **overrides: Any) -> Learner:
