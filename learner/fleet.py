@@ -35,7 +35,8 @@ class FleetTotals:
 
     ``env_fps`` sums the env frames/s of alive actors; ``mean_policy_lag`` averages the lag
     alive actors report (None if none reports one); ``gpu_utilization`` is the mean utilisation
-    (percent) of the learner's GPUs (None without NVML).
+    (percent) of the learner's GPUs and ``gpu_memory_used_mb`` their memory in use, summed (MiB);
+    both None without NVML.
     """
 
     actors_alive: int
@@ -44,6 +45,7 @@ class FleetTotals:
     env_fps: float
     mean_policy_lag: float | None
     gpu_utilization: float | None
+    gpu_memory_used_mb: float | None = None
 
 
 class FleetView:
@@ -119,6 +121,13 @@ class FleetView:
             for g in r.heartbeat.gpu
             if g.utilization is not None
         ]
+        memory = [
+            g.memory_used_mb
+            for r in self.peers.values()
+            if r.heartbeat.role == "learner" and r.heartbeat.gpu
+            for g in r.heartbeat.gpu
+            if g.memory_used_mb is not None
+        ]
         return FleetTotals(
             actors_alive=len(alive),
             actors_stale=sum(r.state == STALE for r in actors),
@@ -126,4 +135,5 @@ class FleetView:
             env_fps=sum(h.env_fps for h in alive),
             mean_policy_lag=sum(lags) / len(lags) if lags else None,
             gpu_utilization=sum(gpu_utils) / len(gpu_utils) if gpu_utils else None,
+            gpu_memory_used_mb=sum(memory) if memory else None,
         )

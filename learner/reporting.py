@@ -1,4 +1,5 @@
-"""What the learner reports: TensorBoard scalars, ``heartbeats.jsonl`` and throughput rates.
+"""What the learner reports: TensorBoard scalars, ``metrics.jsonl``, ``heartbeats.jsonl`` and
+throughput rates.
 
 Run by: the learner process. Owns the accumulation of per-update metrics between TensorBoard
 flushes, the policy-lag figures, the env-frame rate behind the progress line, and the
@@ -8,6 +9,7 @@ heartbeat stream's on-disk copy (one JSON object per line, parseable with ``jq``
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter, deque
 from pathlib import Path
@@ -18,6 +20,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from learner.accounting import Accounting, EpisodeWindow
 from learner.fleet import FleetTotals
+from learner.metrics_log import MetricsLog
 from protocol.messages import Message, to_json
 
 HEARTBEAT_LOG = "heartbeats.jsonl"
@@ -27,11 +30,15 @@ class Reporter:
     """Collects learner metrics and writes them out.
 
     Args:
-        run_dir: where the TensorBoard event file and ``heartbeats.jsonl`` go.
+        run_dir: where the TensorBoard event file, ``heartbeats.jsonl`` and ``metrics.jsonl``
+            go.
+        frames_per_step: env frames per agent step (the frame skip), for ``env_steps_per_sec``.
     """
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, frames_per_step: int = 1) -> None:
         self.writer = SummaryWriter(log_dir=str(run_dir))
+        self.metrics = MetricsLog(run_dir)
+        self.frames_per_step = frames_per_step
         self._stream: IO[str] = open(run_dir / HEARTBEAT_LOG, "a", buffering=1)  # noqa: SIM115
         self._sums: Counter[str] = Counter()
         self._count = 0
@@ -68,12 +75,19 @@ class Reporter:
         accounting: Accounting,
         fleet: FleetTotals,
     ) -> None:
-        """Write averaged update metrics and current totals at ``step`` (env frames)."""
+        """Write averaged update metrics and current totals at ``step`` (env frames) to
+        TensorBoard, and the same figures as one ``metrics.jsonl`` line."""
         w = self.writer
-        if self._count:
-            for key, total in self._sums.items():
-                w.add_scalar(key, total / self._count, step)
+        means = (
+            {key: total / self._count for key, total in self._sums.items()} if self._count else {}
+        )
+        for key, value in means.items():
+            w.add_scalar(key, value, step)
+        returns = [s.episode_return for s in episodes.recent]
+        percentiles = np.percentile(returns, (50, 90, 99)) if returns else (None,) * 3
         if episodes.recent:
+            for q, value in zip((50, 90, 99), percentiles, strict=True):
+                w.add_scalar(f"episode/return_p{q}", float(value), step)
             w.add_scalar("episode/return", episodes.mean("episode_return"), step)
             w.add_scalar("episode/length", episodes.mean("length"), step)
             w.add_scalar("episode/x_pos", episodes.mean("max_x_pos"), step)
@@ -109,6 +123,46 @@ class Reporter:
         if fleet.gpu_utilization is not None:
             w.add_scalar("fleet/gpu_utilization", fleet.gpu_utilization, step)
         w.flush()
+        lags = self._lags
+        self.metrics.write({
+            "time": time.time(),
+            "updates": int(updates),
+            "env_frames": int(step),
+            "env_frames_per_sec": float(env_fps),
+            "env_steps_per_sec": float(env_fps) / self.frames_per_step,
+            "loss_total": _finite(means.get("loss/total")),
+            "loss_policy": _finite(means.get("loss/policy")),
+            "loss_baseline": _finite(means.get("loss/baseline")),
+            "loss_entropy": _finite(means.get("loss/entropy")),
+            "policy_entropy": _finite(means.get("policy/entropy")),
+            "grad_norm": _finite(means.get("optim/grad_norm")),
+            "learning_rate": _finite(means.get("optim/lr")),
+            "entropy_cost": _finite(means.get("optim/entropy_cost")),
+            "skipped_updates": _finite(
+                means.get("optim/skipped_nonfinite", 0.0) if means else None
+            ),
+            "policy_lag_mean": _finite(float(np.mean([m for m, _ in lags])) if lags else None),
+            "policy_lag_max": _finite(max(m for _, m in lags) if lags else None),
+            "episodes": int(episodes.episodes),
+            "restored_episodes": int(episodes.restored),
+            "avg_return": _finite(episodes.mean("episode_return") if returns else None),
+            "recent_return_p50": _finite(percentiles[0]),
+            "recent_return_p90": _finite(percentiles[1]),
+            "recent_return_p99": _finite(percentiles[2]),
+            "x_pos_mean": _finite(episodes.mean("max_x_pos") if returns else None),
+            "flag_rate": _finite(episodes.mean("flag_get") if returns else None),
+            "replay_size": None if "replay/size" not in means else round(means["replay/size"]),
+            "replay_fill_rate": _finite(means.get("replay/fill_rate")),
+            "replay_avg_unique_ratio": _finite(means.get("replay/unique_fraction")),
+            "unrolls_accepted": int(accounting.accepted),
+            "unrolls_rejected": int(accounting.rejected_total),
+            "unrolls_dropped_stale": int(accounting.dropped_stale),
+            "unrolls_duplicates": int(accounting.duplicates),
+            "unrolls_lost": int(accounting.lost),
+            "actors_alive": int(fleet.actors_alive),
+            "gpu_util_mean_window": _finite(fleet.gpu_utilization),
+            "gpu_mem_used_mb": _finite(fleet.gpu_memory_used_mb),
+        })  # fmt: skip
         self._sums.clear()
         self._count = 0
         self._lags.clear()
@@ -116,3 +170,12 @@ class Reporter:
     def close(self) -> None:
         self.writer.close()
         self._stream.close()
+        self.metrics.close()
+
+
+def _finite(value: float | np.floating | None) -> float | None:
+    """``value`` as a float, or None when it is None, NaN or infinite (JSON has no NaN)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None

@@ -153,7 +153,7 @@ class LearnerServer:
             if self.auth is not None:
                 self.auth.stop()  # its thread would keep the process alive
             raise
-        self.reporter = Reporter(run_dir)
+        self.reporter = Reporter(run_dir, config.env.frames_per_step)
         self.config_toml = tomli_w.dumps(schema.to_dict(config))
         self._weights: Weights | None = None
         self.env_fps = self.updates_per_s = 0.0

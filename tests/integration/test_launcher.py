@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from configs import schema
 from learner.checkpoint import latest_checkpoint, load_checkpoint
+from learner.metrics_log import METRICS_LOG, check_record
 from models import build_model
 from protocol.exit_status import ExitStatus
 from tests.conftest import ROOT
@@ -38,6 +39,10 @@ def check_run_outputs(run_dir: Path) -> dict:
     model = build_model(config.model, (4, 84, 84), 7)
     model.load_state_dict(state["model"])  # the checkpoint loads into a fresh model
     assert schema.from_dict(state["config"]) == config
+    metrics = [json.loads(line) for line in (run_dir / METRICS_LOG).read_text().splitlines()]
+    for record in metrics:
+        check_record(record)  # every documented field, of its documented type
+    assert any(r["loss_total"] is not None and r["avg_return"] is not None for r in metrics)
     return state
 
 
