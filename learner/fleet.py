@@ -114,20 +114,14 @@ class FleetView:
         actors = [r for r in self.peers.values() if r.heartbeat.role == "actor"]
         alive = [r.heartbeat for r in actors if r.state == ALIVE]
         lags = [h.policy_lag for h in alive if h.policy_lag is not None]
-        gpu_utils = [
-            g.utilization
+        gpus = [
+            g
             for r in self.peers.values()
             if r.heartbeat.role == "learner" and r.heartbeat.gpu
             for g in r.heartbeat.gpu
-            if g.utilization is not None
         ]
-        memory = [
-            g.memory_used_mb
-            for r in self.peers.values()
-            if r.heartbeat.role == "learner" and r.heartbeat.gpu
-            for g in r.heartbeat.gpu
-            if g.memory_used_mb is not None
-        ]
+        gpu_utils = [g.utilization for g in gpus if g.utilization is not None]
+        memory = [g.memory_used_mb for g in gpus if g.memory_used_mb is not None]
         return FleetTotals(
             actors_alive=len(alive),
             actors_stale=sum(r.state == STALE for r in actors),
