@@ -295,6 +295,12 @@ class LearnerConfig:
     max_policy_lag: int = option(
         100, "Drop unrolls whose oldest step is this many policy versions behind.", ge=0
     )
+    publish_interval_s: float = option(
+        0.1,
+        "Broadcast new weights at most this often (seconds); 0 = after every update. Each "
+        "broadcast is one message fanned out to all actors; actors load only the newest.",
+        ge=0,
+    )
     credits_per_env: int = option(
         2,
         "Flow control: unrolls each actor env may have in flight (sent, not yet consumed). "

@@ -108,6 +108,8 @@ class LearnerServer:
             self._restore(resume)
         self._version_file = run_dir / VERSION_FILE
         self._persisted_version: int | None = None
+        self._published_version: int | None = None
+        self._last_publish = 0.0
         self._credit_short = False
         if self._version_file.is_file():
             text = self._version_file.read_text().strip() or "0"
@@ -241,8 +243,26 @@ class LearnerServer:
         return self._weights
 
     def publish_weights(self) -> None:
+        """Broadcast the current weights to every actor now (one message on the PUB socket,
+        which ZeroMQ fans out)."""
         self._persist_version()
         transport.send(self.pub, self._current_weights(), prefix=[transport.TOPIC_WEIGHTS])
+        self._published_version = self.policy_version
+        self._last_publish = time.monotonic()
+
+    def _publish_if_due(self) -> None:
+        """Broadcast newer weights, at most once per ``learner.publish_interval_s``.
+
+        Why: the Nature CNN's weights are ~3.6 MB, and a GPU learner doing ~100 updates/s
+        would push ~5 GB/s through the PUB socket if it sent every version. Actors load only
+        the newest weights they have queued, and policy lag stays measured per step (and
+        bounded by ``learner.max_policy_lag``), so skipped versions cost only a little lag.
+        """
+        if self.policy_version == self._published_version:
+            return
+        if time.monotonic() - self._last_publish < self.config.learner.publish_interval_s:
+            return
+        self.publish_weights()
 
     def _credit_cap_check(self) -> dict[str, float]:
         """Warn (once per episode of it) when the connected fleet may hold fewer unrolls in
@@ -426,7 +446,7 @@ class LearnerServer:
         self.env_frames += b * self.frames_per_unroll
         if self._fault_sleep_s:
             time.sleep(self._fault_sleep_s)  # fault injection: a slow learner
-        self.publish_weights()
+        self._publish_if_due()
         for identity, _ in taken:
             self.credits.give_back(identity)
         self._send_credits()
@@ -499,6 +519,7 @@ class LearnerServer:
             self._receive(timeout_ms=50)
             if len(self.pending) >= self.learner.fresh_per_step:
                 self._train()
+            self._publish_if_due()  # a version held back by the interval goes out now
             now = time.monotonic()
             if now - last_beat >= self.config.telemetry.heartbeat_interval_s:
                 last_beat = now

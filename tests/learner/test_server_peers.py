@@ -121,3 +121,21 @@ def test_a_fleet_too_small_for_one_update_is_reported(
         caplog.clear()
         assert server._credit_cap_check()["credit_cap"] == 82
     assert not caplog.records
+
+
+@pytest.mark.parametrize(("interval", "published"), [(0.0, 5), (3600.0, 0)])
+def test_weights_go_out_at_most_once_per_publish_interval(
+    tmp_path: Path, interval: float, published: int
+) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    srv = LearnerServer(server_config(tmp_path, learner__publish_interval_s=interval), run_dir)
+    try:
+        srv.publish_weights()  # version 0, as at the start of a run
+        srv.learner.updates = 5  # five updates later
+        srv._publish_if_due()
+        assert srv._published_version == published
+        srv._publish_if_due()  # nothing newer: nothing sent again
+        assert srv._published_version == published
+    finally:
+        srv.close()
