@@ -12,12 +12,17 @@ the previous ones (zero-copy send); the last observation is carried over as the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from protocol.messages import EpisodeStats, Trajectory, TrajectorySpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,6 +36,8 @@ class StepResult:
         truncated: [K] bool.
         final_obs: env index -> the last observation of an episode that was truncated.
         episodes: env index -> statistics of an episode that ended at this step.
+        failed: env indices whose env raised at this step and was rebuilt; their unroll in
+            progress must be dropped (:meth:`UnrollCollector.discard`).
     """
 
     next_obs: np.ndarray
@@ -39,6 +46,7 @@ class StepResult:
     truncated: np.ndarray
     final_obs: dict[int, np.ndarray] = field(default_factory=dict)
     episodes: dict[int, EpisodeStats] = field(default_factory=dict)
+    failed: set[int] = field(default_factory=set)
 
 
 class UnrollCollector:
@@ -53,6 +61,7 @@ class UnrollCollector:
         self.num_envs = num_envs
         self.actor_id = actor_id
         self.run_id = run_id
+        self.discarded = 0  # unrolls dropped by discard() since this collector was made
         self._t = 0
         self._alloc()
 
@@ -67,6 +76,7 @@ class UnrollCollector:
         self._initial_last_action = np.full(k, self.spec.no_action, dtype=np.int64)
         self._truncated_obs: list[list[np.ndarray]] = [[] for _ in range(k)]
         self._episodes: list[list[EpisodeStats]] = [[] for _ in range(k)]
+        self._discarded: set[int] = set()
 
     def reset(
         self,
@@ -85,6 +95,13 @@ class UnrollCollector:
             self._initial_state[:] = core_state
         if last_action is not None:
             self._initial_last_action[:] = last_action
+
+    def discard(self, env_index: int) -> None:
+        """Drop env ``env_index``'s unroll in progress: it is not emitted (:meth:`record`
+        returns the other envs' unrolls), and its next unroll starts afresh. For an env that
+        failed mid-unroll; the others keep their unrolls."""
+        self._discarded.add(env_index)
+        self.discarded += 1
 
     @property
     def steps(self) -> int:
@@ -125,7 +142,8 @@ class UnrollCollector:
                 initial state if this step completes one); None for feed-forward models.
 
         Returns:
-            K trajectories when this step completes an unroll, else an empty list.
+            K trajectories when this step completes an unroll (fewer if some were
+            discarded), else an empty list.
         """
         b, t = self._buf, self._t
         b["action"][:, t] = action
@@ -139,6 +157,8 @@ class UnrollCollector:
             self._truncated_obs[i].append(np.array(final, dtype=self.spec.obs_dtype))
         for i, stats in result.episodes.items():
             self._episodes[i].append(stats)
+        for i in sorted(result.failed):
+            self.discard(i)
         self._t += 1
         if self._t < self.spec.unroll_length:
             return []
@@ -149,6 +169,8 @@ class UnrollCollector:
         empty_trunc = np.zeros((0, *self.spec.obs_shape), dtype=self.spec.obs_dtype)
         out = []
         for i in range(self.num_envs):
+            if i in self._discarded:
+                continue
             trunc = self._truncated_obs[i]
             out.append(
                 Trajectory(
@@ -174,16 +196,28 @@ class UnrollCollector:
         return out
 
 
-def step_envs(envs: Sequence, actions: np.ndarray) -> StepResult:
+def step_envs(
+    envs: list, actions: np.ndarray, rebuild: Callable[[int], Any] | None = None
+) -> StepResult:
     """Step each Gymnasium env once, resetting the ones whose episode ended (same-step reset).
 
     Args:
         envs: K environments built by :func:`actor.env.make_env`.
         actions: [K] int64.
+        rebuild: ``rebuild(i)`` builds a replacement for env ``i``. When given, an env whose
+            ``step`` raises is closed, replaced in ``envs`` and reset, and ``i`` goes to
+            ``result.failed`` (its step reads as an episode end with reward 0, so the next
+            unroll starts a fresh episode; the unroll in progress must be dropped). Without
+            it the exception propagates.
 
     Returns:
         The batched result; a truncated env's last observation goes to ``final_obs`` and a
         finished episode's ``info["episode"]`` dict to ``episodes``.
+
+    Raises:
+        Exception: whatever an env raised, without ``rebuild``, or whatever ``rebuild`` or the
+            replacement's ``reset`` raises (a replacement that cannot even start is not
+            retried here: the actor exits and its supervisor restarts it).
 
     Stepping a plain list keeps per-env final observations and episode infos explicit and
     avoids merging every info dict into arrays on every step, which Gymnasium's
@@ -192,7 +226,22 @@ def step_envs(envs: Sequence, actions: np.ndarray) -> StepResult:
     obs_list, rewards, terms, truncs = [], [], [], []
     result = StepResult(np.empty(0), np.empty(0), np.empty(0), np.empty(0))
     for i, (env, action) in enumerate(zip(envs, actions)):
-        obs, reward, terminated, truncated, info = env.step(int(action))
+        try:
+            obs, reward, terminated, truncated, info = env.step(int(action))
+        except Exception:
+            if rebuild is None:
+                raise
+            log.exception("env %d raised while stepping; rebuilding it in place", i)
+            with contextlib.suppress(Exception):  # a broken env may fail to close, too
+                env.close()
+            envs[i] = rebuild(i)
+            obs, _ = envs[i].reset()
+            result.failed.add(i)
+            obs_list.append(obs)
+            rewards.append(0.0)
+            terms.append(True)  # an episode boundary: no previous action, a zero core state
+            truncs.append(False)
+            continue
         if terminated or truncated:
             if truncated and not terminated:
                 result.final_obs[i] = np.array(obs)

@@ -112,6 +112,7 @@ class Actor:
         self._hello_backoff = 1.0  # Paranoid Pirate: 1 -> 32 s between hellos to a silent peer
         self._drop_unroll = False  # the unroll in progress belongs to an older learner
         self.dropped_steps = 0
+        self.dropped_unrolls = 0  # unrolls of envs that raised mid-unroll (rebuilt in place)
         self.watchdog = StallWatchdog(
             options.stall_dir, f"actor-{options.actor_id}", stall_after_s=60.0
         )
@@ -200,6 +201,8 @@ class Actor:
                     "unrolls_sent": self.sent,
                     "env_frames": self.env_frames,
                     "dropped_steps": self.dropped_steps,
+                    "env_failures": self.env_failures,
+                    "dropped_unrolls": self.dropped_unrolls,
                 },
             }
 
@@ -241,10 +244,11 @@ class Actor:
             tuple(self.model.state_shape),
         )  # fmt: skip
         self.recurrent = self.model.state_shape != (0,)
-        base_seed = config.run.seed + 1000 * self.options.actor_id
+        self._base_seed = config.run.seed + 1000 * self.options.actor_id
+        self.env_failures = 0
         self.envs = []
         for i in range(self.num_envs):
-            self.envs.append(make_env(config.env, seed=base_seed + i))
+            self.envs.append(make_env(config.env, seed=self._base_seed + i))
             self.watchdog.progress()  # building envs is progress, not a stall
         self.frames_per_step = config.env.frames_per_step
 
@@ -347,6 +351,13 @@ class Actor:
             self._drain()
             self._check_alive()
 
+    def _rebuild_env(self, index: int) -> Any:
+        """A replacement for env ``index``, which raised: a fresh env with a new seed (the
+        old one's would replay the same episode), counted in ``env_failures``."""
+        self.env_failures += 1
+        seed = self._base_seed + index + 100_000 * self.env_failures
+        return make_env(self.config.env, seed=seed)
+
     def run(self) -> None:
         """Collect and send unrolls until stopped, the run is done, or the learner is lost.
 
@@ -371,7 +382,7 @@ class Actor:
                     obs, core_state=core_state, last_action=last_action
                 )
             actions = action.numpy()
-            result = step_envs(self.envs, actions)
+            result = step_envs(self.envs, actions, rebuild=self._rebuild_env)
             self.env_frames += self.num_envs * self.frames_per_step
             if self.recurrent:
                 done = torch.from_numpy(result.terminated | result.truncated)
@@ -380,6 +391,7 @@ class Actor:
                 )
             state = core_state.numpy() if self.recurrent else None
             sent = collector.record(actions, logits.numpy(), self.policy_version, result, state)
+            self.dropped_unrolls = collector.discarded
             for traj in sent:
                 self._send(traj)
             if sent:

@@ -124,3 +124,62 @@ def test_previous_actions_carry_across_unrolls_and_reset_at_episode_ends() -> No
         if start + 3 < 9:
             np.testing.assert_array_equal(rows[3].numpy(), seen[start + 3])  # bootstrap row
         assert batch.initial_last_action.dtype == torch.int64
+
+
+class BrokenEnv(CountingEnv):
+    """A CountingEnv whose ``step`` raises on its ``fail_at``-th call, as a crashed emulator."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__(length=100, truncate=False)
+        self.fail_at, self.calls, self.closed = fail_at, 0, False
+
+    def step(self, action: int):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("emulator crashed")
+        return super().step(action)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_an_env_that_raises_is_rebuilt_and_only_its_unroll_is_dropped() -> None:
+    broken = BrokenEnv(fail_at=2)
+    envs: list = [CountingEnv(100, truncate=False), broken]
+    built: list[int] = []
+
+    def rebuild(i: int) -> CountingEnv:
+        built.append(i)
+        return CountingEnv(100, truncate=False)
+
+    obs = np.stack([env.reset()[0] for env in envs])
+    collector = UnrollCollector(SPEC, num_envs=2, actor_id=0, run_id="r")
+    collector.reset(obs)
+    emitted = []
+    for _ in range(6):  # two unrolls of T = 3
+        result = step_envs(envs, np.zeros(2, np.int64), rebuild=rebuild)
+        emitted.append(collector.record(np.zeros(2, np.int64), np.zeros((2, 2), np.float32),
+                                        0, result))  # fmt: skip
+    assert built == [1] and broken.closed and envs[1] is not broken
+    first, second = emitted[2], emitted[5]
+    assert [t.env_index for t in first] == [0]  # env 1's broken unroll is dropped...
+    assert [t.env_index for t in second] == [0, 1]  # ...and its next one is whole
+    assert collector.discarded == 1
+    replacement = second[1]
+    # the new env's first episode began at the failed step 2 (a boundary: no previous
+    # action), so this unroll picks it up one step in, after step 3's action
+    np.testing.assert_array_equal(replacement.obs[0], [0, 1])
+    assert int(replacement.initial_last_action) == 0
+    for traj in first + second:
+        SPEC.validate(traj)
+
+
+def test_without_rebuild_an_env_error_propagates() -> None:
+    envs: list = [BrokenEnv(fail_at=1)]
+    envs[0].reset()
+    try:
+        step_envs(envs, np.zeros(1, np.int64))
+    except RuntimeError as exc:
+        assert "emulator crashed" in str(exc)
+    else:
+        raise AssertionError("the env's error was swallowed")
