@@ -192,13 +192,21 @@ def resolve_resume(
             if not runs:
                 raise CheckpointError(f"{flag} latest: no run with checkpoints in {runs_root}")
             run_dir = runs[-1]
-        return latest_checkpoint(run_dir)
+        return _latest_for(flag, spec, run_dir)
     path = Path(spec)
     if path.is_dir():
-        return latest_checkpoint(path)
+        return _latest_for(flag, spec, path)
     if not path.is_file():
         raise CheckpointError(f"{flag}: checkpoint not found: {path}")
     return path
+
+
+def _latest_for(flag: str, spec: str, run_dir: Path) -> Path:
+    """:func:`latest_checkpoint` with an error that names the option and its value."""
+    try:
+        return latest_checkpoint(run_dir)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{flag} {spec}: {exc}") from exc
 
 
 SHAPING_ENV_FIELDS = ("actions", "frame_stack", "resolution")
