@@ -322,6 +322,14 @@ class Launcher:
             self.console.print("[bold green]done[/]: actors stopped")
             return 0
         rc = self.learner.proc.returncode if self.learner.proc is not None else None
+        if self.stopping and rc in (-signal.SIGTERM, -signal.SIGINT):
+            # our own stop reached it before it had installed its handler (still importing):
+            # a clean stop, only without a final checkpoint
+            self.console.print(
+                "[bold green]stopped[/]: the learner was stopped while starting, before its "
+                f"first checkpoint; logs in {self.run_dir / 'logs'}"
+            )
+            return 0
         if rc not in (0, None):
             self.console.print(
                 f"[bold red]error:[/] learner exited with status {rc} while stopping; see "

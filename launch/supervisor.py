@@ -76,6 +76,9 @@ class Child:
             self.argv, cwd=ROOT, stdout=self.log_file, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
             preexec_fn=_terminate_with_parent,
+            # its own session: a terminal's Ctrl+C or a group signal (timeout, systemd) reaches
+            # the launcher only, which then stops every child in order (actors, then learner)
+            start_new_session=True,
         )  # fmt: skip
         self.next_start = None
 

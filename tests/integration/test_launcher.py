@@ -102,6 +102,28 @@ def test_sigterm_stops_cleanly_with_a_final_checkpoint(tmp_path: Path, endpoints
     assert "learner stopped" in log
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_to_the_whole_group_in_the_first_seconds_is_a_clean_stop(
+    tmp_path: Path, endpoints, signum: int
+) -> None:
+    """Ctrl+C (SIGINT to the terminal's process group) or a group SIGTERM (``timeout``) while
+    the learner and actor are still importing: exit 0, no error, no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "launcher.py"), "--config", "configs/smoke.toml",
+         "--run-dir", str(tmp_path / "early"), *endpoints],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # a group of its own, as a terminal's foreground job
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "early" / "logs" / "learner.log").exists():
+        assert time.monotonic() < deadline, "the learner never started"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signum)  # the launcher and everything in its group
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out
+    assert "error" not in out.lower() and "Traceback" not in out, out
+
+
 def test_children_do_not_outlive_a_killed_launcher(tmp_path: Path, endpoints) -> None:
     run_dir = tmp_path / "orphans"
     proc = subprocess.Popen(
