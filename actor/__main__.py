@@ -56,11 +56,22 @@ def parse_args(argv: list[str] | None = None) -> ActorOptions:
         default=Path(os.environ.get("MARIO_STALL_DIR", "stalls")),
         help="where a stalled actor writes its thread stacks [default: %(default)s]",
     )
+    parser.add_argument(
+        "--run-token",
+        default="",
+        help="join only a learner of the run with this token (the launcher passes it) "
+        "[default: any learner at --learner]",
+    )
     args = parser.parse_args(argv)
     if args.num_envs is not None and args.num_envs < 1:
         parser.error("--num-envs: must be >= 1")
     return ActorOptions(
-        args.learner, args.actor_id, args.num_envs, args.connect_timeout, args.stall_dir
+        args.learner,
+        args.actor_id,
+        args.num_envs,
+        args.connect_timeout,
+        args.stall_dir,
+        run_token=args.run_token,
     )
 
 

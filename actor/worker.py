@@ -40,6 +40,7 @@ from configs import schema
 from models import build_model
 from models.weights import load_flat_state
 from protocol import transport
+from protocol.exit_status import ExitStatus
 from protocol.messages import (
     Credit,
     Hello,
@@ -51,13 +52,15 @@ from protocol.messages import (
     TrajectorySpec,
     Weights,
     Welcome,
+    in_run,
+    tagged_run_id,
 )
 from telemetry.heartbeat import HeartbeatBuilder, HeartbeatSender, RateMeter
 from telemetry.stall import StallWatchdog
 
 log = logging.getLogger("actor")
 
-EXIT_LEARNER_LOST = 3
+EXIT_LEARNER_LOST = int(ExitStatus.LEARNER_LOST)
 """Exit status when the learner stays silent for longer than ``actor.learner_timeout_s``."""
 
 
@@ -80,6 +83,8 @@ class ActorOptions:
         connect_timeout_s: how long to wait for the learner's welcome at start-up.
         stall_dir: where a stalled main loop's thread stacks are written.
         heartbeats: send heartbeats (benchmarks turn them off to measure their cost).
+        run_token: join only a learner of this run (:func:`protocol.messages.in_run`); empty
+            for any learner at ``learner``.
     """
 
     learner: str
@@ -88,6 +93,7 @@ class ActorOptions:
     connect_timeout_s: float = 60.0
     stall_dir: Path = Path("stalls")
     heartbeats: bool = True
+    run_token: str = ""
 
 
 class Actor:
@@ -95,7 +101,7 @@ class Actor:
 
     def __init__(self, options: ActorOptions) -> None:
         self.options = options
-        self.run_id = uuid.uuid4().hex[:12]
+        self.run_id = tagged_run_id(options.run_token, uuid.uuid4().hex[:12])
         self.ctx = zmq.Context.instance()
         self.dealer = transport.connect_dealer(self.ctx, options.learner)
         self.sub: zmq.Socket[Any] | None = None
@@ -132,7 +138,14 @@ class Actor:
         while welcome is None:
             msg = self._recv(self.dealer, deadline)
             if isinstance(msg, Welcome):
-                welcome = msg
+                if in_run(msg.learner_run_id, self.options.run_token):
+                    welcome = msg
+                else:
+                    log.warning(
+                        "the learner at %s (%s) belongs to another run, not to run %s: "
+                        "ignoring it and waiting for this run's learner",
+                        self.options.learner, msg.learner_run_id, self.options.run_token,
+                    )  # fmt: skip
         config = schema.from_dict(tomllib.loads(welcome.config_toml))
         self.learner_run_id = welcome.learner_run_id
         self.credits = welcome.credits
@@ -288,9 +301,11 @@ class Actor:
                 except ProtocolError as exc:
                     log.warning("ignoring malformed broadcast: %s", exc)
                     continue
+                run_id = getattr(msg, "learner_run_id", None)
+                if run_id is not None and not in_run(run_id, self.options.run_token):
+                    continue  # another run's learner on this endpoint: not ours, nor alive
                 self.last_heard = time.monotonic()
                 self._hello_backoff = 1.0
-                run_id = getattr(msg, "learner_run_id", None)
                 if run_id is not None and not isinstance(msg, Rejoin):
                     self._learner_changed(run_id)
                 if isinstance(msg, Weights):

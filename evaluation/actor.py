@@ -62,11 +62,12 @@ from evaluation.evaluate import (
 from evaluation.video import EpisodeRecorder, FrameRelay, GifRecorder, add_gif_summary
 from models.weights import load_flat_state
 from protocol import transport
+from protocol.exit_status import ExitStatus
 from protocol.messages import LearnerStatus, ProtocolError, Weights
 
 log = logging.getLogger("eval_actor")
 
-EXIT_LEARNER_LOST = 3
+EXIT_LEARNER_LOST = int(ExitStatus.LEARNER_LOST)
 """Exit status when the learner stays silent for longer than ``actor.learner_timeout_s``."""
 
 EXIT_BAD_CONFIG = 2

@@ -31,7 +31,7 @@ from launch.supervisor import Child, RestartPolicy
 from learner.checkpoint import newest_loadable
 from protocol import transport
 from protocol.exit_status import ExitStatus, is_permanent
-from protocol.messages import Heartbeat, LearnerStatus, ProtocolError
+from protocol.messages import Heartbeat, LearnerStatus, ProtocolError, in_run
 from protocol.security import client_env
 from telemetry.heartbeat import HeartbeatBuilder, HeartbeatSender
 from telemetry.registry import register, unregister
@@ -102,6 +102,8 @@ class Launcher:
         rc = config.run
         self.policy = RestartPolicy(rc.max_restarts, rc.restart_window_s)
         self.learner: Child | None = None
+        # ties this run's learner and actors together: two runs on the same ports never merge
+        self.run_token = uuid.uuid4().hex[:8] if remote is None else ""
         if remote is None:
             self.learner = Child("learner", self._learner_argv(resume), run_dir / "logs" /
                                  "learner.log")  # fmt: skip
@@ -116,7 +118,8 @@ class Launcher:
             str(id_base + i): Child(
                 f"actor-{id_base + i}",
                 [sys.executable, "-m", "actor", "--learner", endpoint,
-                 "--actor-id", str(id_base + i), "--stall-dir", str(run_dir / "stalls")],
+                 "--actor-id", str(id_base + i), "--stall-dir", str(run_dir / "stalls"),
+                 "--run-token", self.run_token],
                 run_dir / "logs" / f"actor-{id_base + i}.log",
             )
             for i in range(rc.resolved_num_actors)
@@ -134,7 +137,8 @@ class Launcher:
         self.dead_since: dict[str, tuple[float, int]] = {}  # actor id -> (declared dead, pid)
 
     def _learner_argv(self, resume: Path | None) -> list[str]:
-        argv = [sys.executable, "-m", "learner", "--run-dir", str(self.run_dir)]
+        argv = [sys.executable, "-m", "learner", "--run-dir", str(self.run_dir),
+                "--run-token", self.run_token]  # fmt: skip
         return argv + (["--resume", str(resume)] if resume is not None else [])
 
     @property
@@ -295,6 +299,8 @@ class Launcher:
                     if isinstance(msg, Heartbeat):
                         self._on_heartbeat(msg)
                     elif isinstance(msg, LearnerStatus):
+                        if not in_run(msg.learner_run_id, self.run_token):
+                            continue  # another run's learner on our ports: not our progress
                         self.status = msg
                         line = progress_line(msg)
                         if interactive:

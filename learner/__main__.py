@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         "from --run-dir's newest checkpoint if it has one and starts fresh otherwise (what a "
         "restarted container wants)",
     )
+    parser.add_argument(
+        "--run-token",
+        default="",
+        help="the launcher's run token: only actors given the same one take this learner's "
+        "messages (so two runs on the same ports never merge) [default: none]",
+    )
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     run_dir = args.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
@@ -65,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error("--run-dir %s: cannot write the run directory: %s", run_dir, exc.strerror or exc)
         return ExitStatus.NO_SPACE if exc.errno in NO_SPACE_ERRNOS else ExitStatus.CONFIG
-    return serve(config, run_dir, resume)
+    return serve(config, run_dir, resume, args.run_token)
 
 
 if __name__ == "__main__":

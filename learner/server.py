@@ -57,6 +57,8 @@ from protocol.messages import (
     Trajectory,
     Weights,
     Welcome,
+    in_run,
+    tagged_run_id,
 )
 from protocol.security import server_keys, start_authenticator
 from telemetry.heartbeat import HeartbeatBuilder
@@ -81,12 +83,21 @@ class LearnerServer:
         config: the resolved run config.
         run_dir: where TensorBoard events, logs, stall dumps and checkpoints go.
         resume: a checkpoint to continue from (counters, model, optimiser), or None.
+        run_token: the launcher's run token (:func:`protocol.messages.tagged_run_id`), so
+            only this run's actors take this learner's messages as their learner's.
     """
 
-    def __init__(self, config: schema.Config, run_dir: Path, resume: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: schema.Config,
+        run_dir: Path,
+        resume: Path | None = None,
+        run_token: str = "",
+    ) -> None:
         self.config = config
         self.run_dir = run_dir
-        self.run_id = uuid.uuid4().hex[:12]
+        self.run_token = run_token
+        self.run_id = tagged_run_id(run_token, uuid.uuid4().hex[:12])
         device = config.learner.resolved_device
         if device == "cpu":
             log.warning("no CUDA device in use: the learner trains on the CPU (slower)")
@@ -373,6 +384,12 @@ class LearnerServer:
             self.accounting.rejected["num_envs:out_of_range"] += 1
             log.warning("rejected a hello claiming %d envs", hello.num_envs)
             return
+        if not in_run(hello.run_id, self.run_token):
+            # a launcher's actor from another run on these ports: it must not train this one
+            self.accounting.rejected["run_id:other_run"] += 1
+            log.warning("ignored the hello of actor %d (%s pid %d): it belongs to another run "
+                        "(%s)", hello.actor_id, hello.host, hello.pid, hello.run_id)  # fmt: skip
+            return
         if hello.policy_version > self.policy_version:
             # every version this run directory published is <= ours (_persist_version): this
             # actor holds weights from another run, or lies
@@ -590,7 +607,7 @@ def _bind(bind: Any, ctx: zmq.Context[Any], endpoint: str, curve: Any) -> zmq.So
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-def serve(config: schema.Config, run_dir: Path, resume: Path | None) -> int:
+def serve(config: schema.Config, run_dir: Path, resume: Path | None, run_token: str = "") -> int:
     """Run a learner until done or SIGTERM/SIGINT (which still writes a final checkpoint).
 
     Returns:
@@ -601,7 +618,7 @@ def serve(config: schema.Config, run_dir: Path, resume: Path | None) -> int:
         line first.
     """
     try:
-        server = LearnerServer(config, run_dir, resume)
+        server = LearnerServer(config, run_dir, resume, run_token)
     except PermanentFailure as exc:
         log.error("%s", exc)
         return exc.status

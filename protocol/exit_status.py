@@ -26,13 +26,16 @@ class ExitStatus(IntEnum):
     CONFIG = 2
     """A bad config value, command-line flag or environment variable, or a config the checkpoint
     it resumes cannot be loaded with (a model mismatch, a missing checkpoint)."""
-    BIND = 3
+    LEARNER_LOST = 3
+    """An actor heard nothing from its learner for ``actor.learner_timeout_s`` (transient: the
+    learner may come back, so it is restarted)."""
+    BIND = 4
     """A socket could not be bound: the address is in use (often another run on the same
     ports) or not available on this machine."""
-    CORRUPT_RUN_DIR = 4
+    CORRUPT_RUN_DIR = 5
     """A file of the run directory cannot be read back (e.g. ``policy_version`` is not a
     number). (A run directory that cannot be written at all is a ``CONFIG`` error.)"""
-    NO_SPACE = 5
+    NO_SPACE = 6
     """The run directory's filesystem is full (ENOSPC, or EDQUOT for a quota)."""
 
 

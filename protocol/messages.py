@@ -328,6 +328,28 @@ class Hello(Message):
     policy_version: int = -1
 
 
+def tagged_run_id(run_token: str, incarnation: str) -> str:
+    """A process incarnation's run id (a learner's ``learner_run_id``, an actor's ``run_id``):
+    ``<run token>.<incarnation>`` when it belongs to a launcher's run (``--run-token``), else
+    the incarnation alone (``incarnation`` has no ``.``)."""
+    return f"{run_token}.{incarnation}" if run_token else incarnation
+
+
+def run_token_of(run_id: str) -> str:
+    """The run token a run id carries (:func:`tagged_run_id`), or "" for none."""
+    token, dot, _ = run_id.rpartition(".")
+    return token if dot else ""
+
+
+def in_run(run_id: str, run_token: str) -> bool:
+    """Whether a peer with ``run_id`` may take part in the run with ``run_token``: a process
+    without a token on either side (started by hand, ``--actors-only``) joins whatever its
+    endpoint reaches; two tokens must be equal. Why: two launchers on the same ports must not
+    merge, so a launcher's actors and learner ignore another run's."""
+    theirs = run_token_of(run_id)
+    return not run_token or not theirs or theirs == run_token
+
+
 @dataclass(frozen=True)
 class Welcome(Message):
     """Learner -> one actor, in reply to :class:`Hello`; followed at once by :class:`Weights`.

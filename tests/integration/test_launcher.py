@@ -172,10 +172,42 @@ def test_learner_that_cannot_start_fails_the_run_with_its_log(tmp_path: Path, en
     # a taken port stays taken: no restart, the launcher stops at once with one line and the
     # learner's own exit status (protocol/exit_status.py)
     assert done.returncode == ExitStatus.BIND, done.stdout
-    assert "learner cannot run (bind, exit status 3)" in done.stdout
+    assert "learner cannot run (bind, exit status 4)" in done.stdout
     assert f"cannot bind {endpoints[1]}: Address already in use" in done.stdout
     assert "failed 2 times" not in done.stdout
     assert "restarting" not in (tmp_path / "fail" / "logs" / "learner.log").read_text()
+
+
+def test_two_runs_on_the_same_ports_never_merge(tmp_path: Path, endpoints) -> None:
+    """The second run cannot bind and ends at once; its actor never joins the first run's
+    learner (they carry different run tokens), whose counters hold only its own actor."""
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first = subprocess.Popen(
+        [sys.executable, str(ROOT / "launcher.py"), "--config", "configs/smoke.toml",
+         "--run-dir", str(first_dir), "--run.total_env_frames", "100_000_000", *endpoints],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        log = first_dir / "logs" / "learner.log"
+        while not (log.exists() and "joined with" in log.read_text()):
+            assert time.monotonic() < deadline, "the first run's actor never joined"
+            time.sleep(0.5)
+        second = subprocess.run(
+            [sys.executable, str(ROOT / "launcher.py"), "--config", "configs/smoke.toml",
+             "--run-dir", str(second_dir), *endpoints],
+            cwd=ROOT, capture_output=True, text=True, timeout=180,
+            env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+    finally:
+        first.send_signal(signal.SIGTERM)
+        out, _ = first.communicate(timeout=120)
+    assert second.returncode == ExitStatus.BIND, second.stdout
+    assert "cannot bind" in second.stdout
+    actor_log = (second_dir / "logs" / "actor-0.log").read_text()
+    assert "joined learner" not in actor_log, actor_log
+    assert first.returncode == 0, out
+    assert log.read_text().count("joined with") == 1  # only its own actor's hello
 
 
 @pytest.mark.slow

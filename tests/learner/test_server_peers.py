@@ -139,3 +139,18 @@ def test_weights_go_out_at_most_once_per_publish_interval(
         assert srv._published_version == published
     finally:
         srv.close()
+
+
+def test_a_hello_from_another_runs_actor_is_ignored(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    srv = LearnerServer(server_config(tmp_path), run_dir, run_token="ab12")
+    try:
+        assert srv.run_id.startswith("ab12.")
+        for i, run_id in enumerate(("zz99.a", "ab12.b", "c")):  # other run, this run, no token
+            frames = encode(Hello(actor_id=i, run_id=run_id, host="h", pid=1, num_envs=1))
+            srv._handle(f"conn-{i}".encode(), [bytes(f) for f in frames])
+        assert dict(srv.accounting.rejected) == {"run_id:other_run": 1}
+        assert sorted(srv.credits.peers) == [b"conn-1", b"conn-2"]
+    finally:
+        srv.close()

@@ -377,3 +377,12 @@ def test_optional_fields_may_be_left_out() -> None:
     msg = decode(_unroll(lambda h, a: h["f"].pop("episodes")))
     assert isinstance(msg, Trajectory)
     assert msg.episodes == []
+
+
+def test_run_tokens_match_only_their_own_run() -> None:
+    from protocol.messages import in_run, run_token_of, tagged_run_id
+
+    assert tagged_run_id("ab12", "c0ffee") == "ab12.c0ffee" and tagged_run_id("", "c0") == "c0"
+    assert run_token_of("ab12.c0ffee") == "ab12" and run_token_of("c0ffee") == ""
+    assert in_run("ab12.c0ffee", "ab12") and not in_run("zz99.c0ffee", "ab12")
+    assert in_run("c0ffee", "ab12") and in_run("zz99.c0ffee", "")  # no token: anyone
