@@ -16,6 +16,7 @@ import zlib
 from pathlib import Path
 
 from actor.worker import ActorOptions, main
+from configs import schema
 
 
 def default_actor_id() -> int:
@@ -63,6 +64,10 @@ def parse_args(argv: list[str] | None = None) -> ActorOptions:
         "[default: any learner at --learner]",
     )
     args = parser.parse_args(argv)
+    try:
+        schema.check_endpoint("--learner", args.learner)
+    except schema.ConfigError as exc:
+        parser.error(str(exc))  # exit 2 with one line, not a ZeroMQ traceback
     if args.num_envs is not None and args.num_envs < 1:
         parser.error("--num-envs: must be >= 1")
     return ActorOptions(
