@@ -1,18 +1,22 @@
 """Soak test: train on the real ROM while killing a random actor at a fixed interval.
 
-Run: ``uv run python -m bench.soak --minutes 10 --kill-every 30 [--actors 2]``.
-Starts ``launcher.py`` with the smoke config (a frame budget it will not reach), SIGKILLs a
-random actor every ``--kill-every`` seconds, stops the run cleanly at the end, and prints one
-JSON line from the learner's final counters: ``updates``, ``actors_restarted``, ``sent``,
-``accepted``, ``rejected``, ``dropped_stale``, ``duplicates``, ``lost`` (unroll sequence
-numbers never received; must be 0), ``learner_rss_start_mb`` (after the first update) and
-``learner_rss_end_mb``. ``sent`` counts unrolls as the learner saw them numbered by each actor
-incarnation, so ``sent == accepted + rejected + dropped_stale + duplicates + lost``.
+Run: ``uv run python -m bench.soak --minutes 10 --kill-every 30 [--actors 2]
+[--kill-learner-at 0.5]``. Starts ``launcher.py`` with the smoke config (a frame budget it
+will not reach), SIGKILLs a random actor every ``--kill-every`` seconds and the learner once at
+``--kill-learner-at`` of the run (0 = never; the launcher restarts it from its checkpoint),
+stops the run cleanly at the end, and prints one JSON line from the final learner's counters:
+``updates``, ``actors_restarted``, ``learner_restarts``, ``sent``, ``accepted``, ``rejected``,
+``dropped_stale``, ``duplicates``, ``lost`` (unroll sequence numbers never received; must be
+0), ``learner_rss_start_mb`` (one minute after the final learner started),
+``learner_rss_end_mb`` and their ratio ``learner_rss_ratio``. ``sent`` counts unrolls as the
+final learner saw them numbered by each actor incarnation (counters start afresh with each
+learner incarnation), so ``sent == accepted + rejected + dropped_stale + duplicates + lost``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -26,7 +30,7 @@ from pathlib import Path
 import zmq
 
 from protocol import transport
-from protocol.messages import Heartbeat, LearnerStatus
+from protocol.messages import Heartbeat
 from protocol.transport import free_tcp_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +41,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--kill-every", type=float, default=30.0, help="seconds between kills")
     parser.add_argument("--actors", type=int, default=2)
+    parser.add_argument(
+        "--kill-learner-at",
+        type=float,
+        default=0.5,
+        help="SIGKILL the learner once at this fraction of the run; 0 = never",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -56,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     beats: dict[str, Heartbeat] = {}
     pids: dict[str, set[int]] = {}
     rss_start: float | None = None
+    learner_since: dict[int, float] = {}  # learner pid -> when its first heartbeat came
+    learner_killed = False
     start = time.monotonic()
     next_kill = start + args.kill_every
     kills = 0
@@ -64,12 +76,23 @@ def main(argv: list[str] | None = None) -> None:
             if not sub.poll(200):
                 continue
             _, msg = transport.recv(sub, prefix_frames=1)
+            now = time.monotonic()
             if isinstance(msg, Heartbeat):
                 beats[msg.key] = msg
                 if msg.role == "actor":
                     pids.setdefault(msg.key, set()).add(msg.pid)
-            elif isinstance(msg, LearnerStatus) and rss_start is None and msg.updates > 0:
-                rss_start = beats["learner:0"].rss_mb if "learner:0" in beats else None
+                if msg.key == "learner:0":
+                    if msg.pid not in learner_since:
+                        learner_since[msg.pid] = now
+                        rss_start = None  # a new incarnation: its own baseline
+                    if rss_start is None and now - learner_since[msg.pid] >= 60:
+                        rss_start = msg.rss_mb
+            kill_at = start + args.kill_learner_at * args.minutes * 60
+            due = args.kill_learner_at > 0 and not learner_killed and now >= kill_at
+            if due and "learner:0" in beats:
+                learner_killed = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(beats["learner:0"].pid, signal.SIGKILL)
             alive = [b for k, b in beats.items() if b.role == "actor" and b.state == "alive"]
             if time.monotonic() >= next_kill and alive:
                 victim = rng.choice(alive)
@@ -98,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "updates": statuses[-1]["updates"] if statuses else 0,
         "actors_restarted": sum(len(p) - 1 for p in pids.values()),
+        "learner_restarts": max(0, len(learner_since) - 1),
         "kills": kills,
         "sent": int(counters["sent"]),
         "accepted": int(counters["accepted"]),
@@ -107,6 +131,9 @@ def main(argv: list[str] | None = None) -> None:
         "lost": int(counters["lost"]),
         "learner_rss_start_mb": None if rss_start is None else round(rss_start, 1),
         "learner_rss_end_mb": None if rss_end is None else round(rss_end, 1),
+        "learner_rss_ratio": (
+            None if rss_start is None or rss_end is None else round(rss_end / rss_start, 3)
+        ),
         "minutes": args.minutes,
         "launcher_exit": proc.returncode,
         "run_dir": str(run_dir),
