@@ -35,4 +35,5 @@ def progress_line(s: LearnerStatus) -> str:
         f"{s.env_fps:,.0f} fps | updates {s.updates:,} | {actors} | episodes {s.episodes:,} | "
         f"return {s.mean_return:.1f} | x_pos {s.mean_x_pos:.0f} (max {s.max_x_pos}) | "
         f"flags {s.flags} | ETA {eta_txt}"
+        + (f" | hints: {', '.join(s.hints)} (see the learner log)" if s.hints else "")
     )

@@ -40,6 +40,7 @@ from learner.checkpoint import (
 )
 from learner.credits import CreditLedger
 from learner.fleet import DEAD, FleetView
+from learner.hints import HintInputs, Hints
 from learner.learner import Learner
 from learner.reporting import Reporter
 from models.weights import flatten_state
@@ -99,6 +100,10 @@ class LearnerServer:
         self.run_token = run_token
         self.run_id = tagged_run_id(run_token, uuid.uuid4().hex[:12])
         device = config.learner.resolved_device
+        self._device_auto_cpu = config.learner.device == "auto" and device == "cpu"
+        self.hints = Hints()
+        self._hints: dict[str, str] = {}
+        self._skipped_since_beat = 0
         if device == "cpu":
             log.warning("no CUDA device in use: the learner trains on the CPU (slower)")
             if config.learner.num_threads:
@@ -274,6 +279,26 @@ class LearnerServer:
         if time.monotonic() - self._last_publish < self.config.learner.publish_interval_s:
             return
         self.publish_weights()
+
+    def _update_hints(self) -> None:
+        """Evaluate the training hints (:mod:`learner.hints`) on this heartbeat's figures."""
+        replay = self.learner.replay
+        self._hints = self.hints.update(
+            HintInputs(
+                env_frames=self.env_frames,
+                total_env_frames=self.config.run.total_env_frames,
+                env_fps=self.env_fps,
+                device_auto_cpu=self._device_auto_cpu,
+                mario=self.config.env.is_mario,
+                episodes=self.episodes.episodes,
+                mean_x_pos=self.episodes.mean("max_x_pos"),
+                replay_size=None if replay is None else len(replay),
+                replay_min_size=None if replay is None else self.config.replay.min_size,
+                gpu_utilization=self.fleet.totals().gpu_utilization,
+                skipped_updates=self._skipped_since_beat,
+            )
+        )
+        self._skipped_since_beat = 0
 
     def _credit_cap_check(self) -> dict[str, float]:
         """Warn (once per episode of it) when the connected fleet may hold fewer unrolls in
@@ -454,6 +479,7 @@ class LearnerServer:
         progress = self.env_frames / self.config.run.total_env_frames
         metrics = self.learner.step(fresh, progress)
         if metrics.get("optim/skipped_nonfinite"):
+            self._skipped_since_beat += 1
             log.warning(
                 "update %d skipped: non-finite gradient; its fresh unrolls came from actors %s "
                 "and were not added to the replay", self.learner.updates,
@@ -494,14 +520,16 @@ class LearnerServer:
             fleet_env_fps=fleet.env_fps,
             mean_policy_lag=fleet.mean_policy_lag,
             gpu_utilization=fleet.gpu_utilization,
+            hints=sorted(self._hints),
         )
 
     def _beat(self, done: bool = False) -> None:
-        """Once per heartbeat interval: own heartbeat, liveness sweep, status broadcast."""
+        """Once per heartbeat interval: own heartbeat, liveness sweep, hints, status broadcast."""
         now = time.monotonic()
         self.env_fps, self.updates_per_s = self.reporter.rates(
             self.env_frames, self.learner.updates
         )
+        self._update_hints()
         own = self.heartbeats.build(
             env_fps=self.env_fps,
             updates_per_s=self.updates_per_s,
@@ -511,7 +539,11 @@ class LearnerServer:
             progress_age_s=self.watchdog.progress_age_s,
             stalled=self.watchdog.stalled,
             stall_file=self.watchdog.stall_file,
-            counters={**self.accounting.as_counters(), **self._credit_cap_check()},
+            counters={
+                **self.accounting.as_counters(),
+                **self._credit_cap_check(),
+                **{f"hint:{name}": 1 for name in self._hints},
+            },
         )
         self._publish_heartbeat(self.fleet.observe(own, now))
         for changed in self.fleet.sweep(now):

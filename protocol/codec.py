@@ -118,7 +118,7 @@ def _check_header_value(name: str, typ: Any, value: Any) -> Any:
 
     Supported annotations: ``bool``, ``int``, ``float`` (finite), ``str``, ``X | None``,
     ``dict[str, int | float]``, ``list[R]`` for a record class ``R`` with ``from_wire``
-    (e.g. :class:`EpisodeStats`), and ``list[list[Any]]``.
+    (e.g. :class:`EpisodeStats`), ``list[str]`` and ``list[list[Any]]``.
     """
     origin = typing.get_origin(typ)
     args = typing.get_args(typ)
@@ -150,6 +150,8 @@ def _check_header_value(name: str, typ: Any, value: Any) -> Any:
             ok = False
         elif hasattr(item, "from_wire"):
             return [item.from_wire(v, f"{name}[{i}]") for i, v in enumerate(value)]
+        elif item is str:
+            ok = all(isinstance(v, str) for v in value)
         else:
             ok = all(isinstance(v, list) for v in value)
     else:  # pragma: no cover - a schema bug, not bad input

@@ -427,6 +427,7 @@ class LearnerStatus(Message):
     Counts are totals since the run started (they survive resume). ``env_fps`` is env frames
     consumed per second over the last interval. Episode means cover the last 100 episodes
     (0 when there are none yet). ``done`` is set on the last status before a clean exit.
+    ``hints`` names the training hints firing now (:mod:`learner.hints`; texts in its log).
     """
 
     TYPE: ClassVar[str] = "learner_status"
@@ -452,6 +453,7 @@ class LearnerStatus(Message):
     fleet_env_fps: float = 0.0
     mean_policy_lag: float | None = None
     gpu_utilization: float | None = None
+    hints: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

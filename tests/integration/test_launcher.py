@@ -20,7 +20,7 @@ from learner.metrics_log import METRICS_LOG, check_record
 from models import build_model
 from protocol.exit_status import ExitStatus
 from tests.conftest import ROOT
-from tests.integration.fleet import train_until_return
+from tests.integration.fleet import learner_counters, train_until_return
 
 
 def scalars(run_dir: Path, tag: str) -> list[float]:
@@ -43,6 +43,9 @@ def check_run_outputs(run_dir: Path) -> dict:
     for record in metrics:
         check_record(record)  # every documented field, of its documented type
     assert any(r["loss_total"] is not None and r["avg_return"] is not None for r in metrics)
+    # a healthy run gets no hint, but this CPU-only machine's "auto" learner is on the CPU
+    hints = {k for k in learner_counters(run_dir) if k.startswith("hint:")}
+    assert hints <= {"hint:cpu_learner"}, hints
     return state
 
 

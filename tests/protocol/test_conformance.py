@@ -75,6 +75,7 @@ DOC_TYPES: dict[Any, str] = {
     list[EpisodeStats]: "list of EpisodeStats",
     list[GpuStats] | None: "list of GpuStats or nil",
     list[list[Any]]: "list of lists",
+    list[str]: "list of str",
 }
 """How PROTOCOL.md spells each header field annotation."""
 
