@@ -11,6 +11,7 @@ failing process's log tail when a process fails for good.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import signal
@@ -105,6 +106,10 @@ def train(argv: list[str]) -> int:
     except (schema.ConfigError, CheckpointError) as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2
+    if config.run.wandb_project and importlib.util.find_spec("wandb") is None:
+        console.print("[bold red]error:[/] run.wandb_project: needs the wandb package: "
+                      "uv sync --extra wandb (or pip install wandb)", highlight=False)  # fmt: skip
+        return 2
     run_dir = run_dir.resolve()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -173,8 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in SUBCOMMANDS:
-        import importlib
-
         module = importlib.import_module(SUBCOMMANDS[args[0]][0])
         return int(module.main(args[1:]))
     return train(args)

@@ -71,6 +71,18 @@ class RunConfig:
     restart_window_s: float = option(
         300.0, "Window over which run.max_restarts is counted (seconds).", gt=0
     )
+    wandb_project: str = option(
+        "",
+        "Mirror the config, scalars and eval videos to this Weights & Biases project; empty = "
+        "no mirror. Needs the wandb extra (uv sync --extra wandb).",
+    )
+    wandb_entity: str = option("", "W&B entity (user or team); empty = W&B's default.")
+    wandb_mode: str = option(
+        "online",
+        "W&B mode: online, offline (files under RUN_DIR/wandb, for wandb sync) or disabled; "
+        "the WANDB_MODE environment variable overrides it.",
+        choices=("online", "offline", "disabled"),
+    )
 
     @property
     def resolved_num_actors(self) -> int:

@@ -230,6 +230,10 @@ class EvalActor:
         for stage, gif in videos.items():
             if gif.frames:
                 add_gif_summary(w, f"eval/{stage}/video", gif, version)
+                if self.config.run.wandb_project:  # for the learner's W&B mirror to pick up
+                    folder = self.out_dir / "videos"
+                    folder.mkdir(exist_ok=True)
+                    (folder / f"{stage}-v{version}.gif").write_bytes(gif.encode())
         w.flush()
         line = {
             "policy_version": version,

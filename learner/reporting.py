@@ -21,6 +21,7 @@ from torch.utils.tensorboard import SummaryWriter
 from learner.accounting import Accounting, EpisodeWindow
 from learner.fleet import FleetTotals
 from learner.metrics_log import MetricsLog
+from learner.wandb_mirror import WandbMirror
 from protocol.messages import Message, to_json
 
 HEARTBEAT_LOG = "heartbeats.jsonl"
@@ -33,11 +34,15 @@ class Reporter:
         run_dir: where the TensorBoard event file, ``heartbeats.jsonl`` and ``metrics.jsonl``
             go.
         frames_per_step: env frames per agent step (the frame skip), for ``env_steps_per_sec``.
+        mirror: a W&B mirror that gets every metrics line too, or None.
     """
 
-    def __init__(self, run_dir: Path, frames_per_step: int = 1) -> None:
+    def __init__(
+        self, run_dir: Path, frames_per_step: int = 1, mirror: WandbMirror | None = None
+    ) -> None:
         self.writer = SummaryWriter(log_dir=str(run_dir))
         self.metrics = MetricsLog(run_dir)
+        self.mirror = mirror
         self.frames_per_step = frames_per_step
         self._stream: IO[str] = open(run_dir / HEARTBEAT_LOG, "a", buffering=1)  # noqa: SIM115
         self._sums: Counter[str] = Counter()
@@ -124,7 +129,7 @@ class Reporter:
             w.add_scalar("fleet/gpu_utilization", fleet.gpu_utilization, step)
         w.flush()
         lags = self._lags
-        self.metrics.write({
+        record = {
             "time": time.time(),
             "updates": int(updates),
             "env_frames": int(step),
@@ -162,7 +167,10 @@ class Reporter:
             "actors_alive": int(fleet.actors_alive),
             "gpu_util_mean_window": _finite(fleet.gpu_utilization),
             "gpu_mem_used_mb": _finite(fleet.gpu_memory_used_mb),
-        })  # fmt: skip
+        }  # fmt: skip
+        self.metrics.write(record)
+        if self.mirror is not None:
+            self.mirror.log(record)
         self._sums.clear()
         self._count = 0
         self._lags.clear()
@@ -171,6 +179,8 @@ class Reporter:
         self.writer.close()
         self._stream.close()
         self.metrics.close()
+        if self.mirror is not None:
+            self.mirror.close()
 
 
 def _finite(value: float | np.floating | None) -> float | None:

@@ -43,6 +43,7 @@ from learner.fleet import DEAD, FleetView
 from learner.hints import HintInputs, Hints
 from learner.learner import Learner
 from learner.reporting import Reporter
+from learner.wandb_mirror import WandbMirror
 from models.weights import flatten_state
 from protocol import transport
 from protocol.codec import decode
@@ -171,7 +172,8 @@ class LearnerServer:
             if self.auth is not None:
                 self.auth.stop()  # its thread would keep the process alive
             raise
-        self.reporter = Reporter(run_dir, config.env.frames_per_step)
+        mirror = WandbMirror(config, run_dir) if config.run.wandb_project else None
+        self.reporter = Reporter(run_dir, config.env.frames_per_step, mirror)
         self.config_toml = tomli_w.dumps(schema.to_dict(config))
         self._weights: Weights | None = None
         self.env_fps = self.updates_per_s = 0.0
@@ -654,7 +656,7 @@ def serve(config: schema.Config, run_dir: Path, resume: Path | None, run_token: 
     except PermanentFailure as exc:
         log.error("%s", exc)
         return exc.status
-    except CheckpointError as exc:
+    except (CheckpointError, schema.ConfigError) as exc:
         log.error("%s", exc)
         return ExitStatus.CONFIG
 

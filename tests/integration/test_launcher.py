@@ -20,6 +20,7 @@ from learner.metrics_log import METRICS_LOG, check_record
 from models import build_model
 from protocol.exit_status import ExitStatus
 from tests.conftest import ROOT
+from tests.fixtures.wandb_offline import config_and_history
 from tests.integration.fleet import learner_counters, train_until_return
 
 
@@ -49,11 +50,21 @@ def check_run_outputs(run_dir: Path) -> dict:
     return state
 
 
-def test_smoke_run_on_the_real_rom(tmp_path: Path, launch, endpoints) -> None:
+def test_smoke_run_on_the_real_rom(
+    tmp_path: Path, launch, endpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run_dir = tmp_path / "smoke"
-    done = launch("--config", "configs/smoke.toml", "--run-dir", str(run_dir), *endpoints)
+    monkeypatch.setenv("WANDB_MODE", "offline")  # the W&B mirror, with no network
+    done = launch("--config", "configs/smoke.toml", "--run-dir", str(run_dir),
+                  "--run.wandb_project", "smoke-test", *endpoints)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     state = check_run_outputs(run_dir)
+    # the offline W&B run holds the resolved config and the metrics lines' scalars
+    (run_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    config, history = config_and_history(run_file)
+    assert config["run"]["wandb_project"] == "smoke-test" and config["env"]["id"]
+    assert any("loss_total" in row and "avg_return" in row for row in history), history[-1:]
+    assert [row["env_frames"] for row in history] == sorted(r["env_frames"] for r in history)
     assert state["counters"]["env_frames"] >= 16_000
     assert "done: checkpoints in" in done.stdout
     episodes = [json.loads(line) for line in (run_dir / "episodes.jsonl").read_text().splitlines()]
