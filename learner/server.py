@@ -364,7 +364,12 @@ class LearnerServer:
                     self.credits.check_sender(identity, msg.actor_id, msg.run_id, msg.env_index)
                 except ProtocolError as exc:
                     if exc.reason != "unknown_peer":
-                        self.credits.settle_unread(identity)
+                        self.credits.settle_unread(identity)  # ids not its hello's: not counted
+                    elif not self.accounting.record_seq(msg.actor_id, msg.run_id, msg.seq):
+                        self.accounting.duplicates += 1  # a resend, as from a known peer
+                        return
+                    # an unknown peer's unroll (the learner restarted under it) counts as sent,
+                    # so sent = accepted + rejected + dropped_stale + duplicates still holds
                     raise
                 self._touch(f"actor:{msg.actor_id}", now)
                 if not self.accounting.record_seq(msg.actor_id, msg.run_id, msg.seq):
@@ -438,6 +443,7 @@ class LearnerServer:
             policy_version=self.policy_version,
             credits=credits,
         )
+        self._persist_version()  # these weights announce it too (see _persist_version)
         transport.send(self.router, welcome, prefix=[identity])
         transport.send(self.router, self._current_weights(), prefix=[identity])
 
