@@ -28,7 +28,7 @@ from rich.console import Console
 from configs import schema
 from configs.cli import add_config_arguments, config_from_args, overrides_from_args
 from launch.run import Launcher, RemoteLearner
-from learner.checkpoint import CheckpointError, check_compatible, load_checkpoint, resolve_resume
+from learner.checkpoint import CheckpointError, check_resume, resolve_resume
 
 log = logging.getLogger("launcher")
 
@@ -99,7 +99,7 @@ def train(argv: list[str]) -> int:
             base = args.config or (saved if saved.is_file() else None)
             config = schema.load(base, overrides_from_args(args))
             # before config.toml is rewritten: a failed resume must leave the run as it was
-            check_compatible(load_checkpoint(resume, ("learner", "counters")), config, resume)
+            check_resume(resume, config)
         else:
             run_dir = args.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
             config = config_from_args(args)

@@ -20,8 +20,7 @@ from configs.cli import DEFAULT_CONFIG, add_config_arguments, config_from_args
 from learner.checkpoint import (
     CheckpointError,
     auto_resume,
-    check_compatible,
-    load_checkpoint,
+    check_resume,
     resolve_resume,
 )
 from learner.server import NO_SPACE_ERRNOS, serve
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             resume = resolve_resume(args.resume, args.run_dir) if args.resume else None
         if resume is not None:  # before config.toml is rewritten, as the launcher does
-            check_compatible(load_checkpoint(resume, ("learner", "counters")), config, resume)
+            check_resume(resume, config)
     except (schema.ConfigError, CheckpointError) as exc:
         log.error("%s", exc)
         return ExitStatus.CONFIG

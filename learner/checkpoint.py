@@ -213,6 +213,17 @@ SHAPING_ENV_FIELDS = ("actions", "frame_stack", "resolution")
 """``env`` fields that set the model's input or output shape (with ``env.id`` off Mario)."""
 
 
+def check_resume(path: Path, config: schema.Config) -> None:
+    """Load the checkpoint a resume starts from and :func:`check_compatible` it with
+    ``config``; for the launcher and the learner, before either writes ``config.toml``.
+
+    Raises:
+        CheckpointError: the file does not load, or lacks ``learner``/``counters``, or a
+            model-shaping field differs (named).
+    """
+    check_compatible(load_checkpoint(path, ("learner", "counters")), config, path)
+
+
 def check_compatible(state: dict[str, Any], config: schema.Config, path: Path) -> None:
     """Check, before anything is written or started, that ``config`` builds the model the
     checkpoint ``state`` holds: every ``model`` field and the ``env`` fields that set its

@@ -161,17 +161,17 @@ class LearnerServer:
                         endpoint,
                     )
         nw = config.network
+        router = None
         try:
-            self.router = _bind(transport.bind_router, self.ctx, nw.trajectory_endpoint, curve)
-            try:
-                self.pub = _bind(transport.bind_pub, self.ctx, nw.broadcast_endpoint, curve)
-            except PermanentFailure:
-                self.router.close(0)
-                raise
+            router = _bind(transport.bind_router, self.ctx, nw.trajectory_endpoint, curve)
+            self.pub = _bind(transport.bind_pub, self.ctx, nw.broadcast_endpoint, curve)
         except PermanentFailure:
+            if router is not None:
+                router.close(0)
             if self.auth is not None:
                 self.auth.stop()  # its thread would keep the process alive
             raise
+        self.router = router
         mirror = WandbMirror(config, run_dir) if config.run.wandb_project else None
         self.reporter = Reporter(run_dir, config.env.frames_per_step, mirror)
         self.config_toml = tomli_w.dumps(schema.to_dict(config))
@@ -365,12 +365,10 @@ class LearnerServer:
                 except ProtocolError as exc:
                     if exc.reason != "unknown_peer":
                         self.credits.settle_unread(identity)  # ids not its hello's: not counted
-                    elif not self.accounting.record_seq(msg.actor_id, msg.run_id, msg.seq):
-                        self.accounting.duplicates += 1  # a resend, as from a known peer
-                        return
-                    # an unknown peer's unroll (the learner restarted under it) counts as sent,
-                    # so sent = accepted + rejected + dropped_stale + duplicates still holds
-                    raise
+                        raise
+                    # an unknown peer's unroll (the learner restarted under it) is counted like
+                    # any other, so sent = accepted + rejected + dropped_stale + duplicates
+                    # holds; spend() below rejects it as unknown_peer
                 self._touch(f"actor:{msg.actor_id}", now)
                 if not self.accounting.record_seq(msg.actor_id, msg.run_id, msg.seq):
                     self.accounting.duplicates += 1
