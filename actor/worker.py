@@ -13,7 +13,7 @@ the learner are loaded between steps. A heartbeat thread reports to the learner 
 if the loop stops making progress. A learner that does not know this actor (it restarted, or
 declared the actor dead) answers with :class:`Rejoin`; the actor says hello again. The actor
 never blocks forever: if nothing at all is heard from the learner for
-``actor.learner_timeout_s`` it exits with :data:`EXIT_LEARNER_LOST`.
+``actor.learner_timeout_s`` it exits with ``ExitStatus.LEARNER_LOST`` (3).
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ from telemetry.stall import StallWatchdog
 
 log = logging.getLogger("actor")
 
-EXIT_LEARNER_LOST = int(ExitStatus.LEARNER_LOST)
+#: While joining, how often the actor logs that it is still waiting for the learner.
+WAITING_LOG_EVERY_S = 10.0
 """Exit status when the learner stays silent for longer than ``actor.learner_timeout_s``."""
 
 
@@ -136,7 +137,7 @@ class Actor:
         deadline = time.monotonic() + self.options.connect_timeout_s
         welcome: Welcome | None = None
         while welcome is None:
-            msg = self._recv(self.dealer, deadline)
+            msg = self._recv(self.dealer, deadline, "its welcome")
             if isinstance(msg, Welcome):
                 if in_run(msg.learner_run_id, self.options.run_token):
                     welcome = msg
@@ -159,7 +160,7 @@ class Actor:
         self._start_telemetry()
         self._build(config)
         while self.policy_version < 0:
-            msg = self._recv(self.dealer, deadline)
+            msg = self._recv(self.dealer, deadline, "its first weights")
             if isinstance(msg, Weights):
                 self._load(msg)
         log.info(
@@ -224,16 +225,27 @@ class Actor:
         )
         self.heartbeat.start()
 
-    def _recv(self, sock: zmq.Socket[Any], deadline: float) -> Message:
+    def _recv(self, sock: zmq.Socket[Any], deadline: float, waiting_for: str = "") -> Message:
         """One message from ``sock`` before ``deadline``; malformed ones are logged and skipped.
+        With ``waiting_for`` (what is awaited, e.g. "its welcome"), the wait is logged every
+        :data:`WAITING_LOG_EVERY_S`, so an unreachable learner is never a silent minute.
 
         Raises:
             LearnerLost: ``deadline`` passed.
             Stopped: the process was asked to stop.
         """
+        next_note = time.monotonic() + WAITING_LOG_EVERY_S
         while True:
             if self.stopping:
                 raise Stopped
+            now = time.monotonic()
+            if waiting_for and now >= next_note:
+                next_note = now + WAITING_LOG_EVERY_S
+                log.info(
+                    "actor %d: waiting for the learner at %s (%s); giving up in %.0f s",
+                    self.options.actor_id, self.options.learner, waiting_for,
+                    max(0.0, deadline - now),
+                )  # fmt: skip
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise LearnerLost(
@@ -377,7 +389,7 @@ class Actor:
         """Collect and send unrolls until stopped, the run is done, or the learner is lost.
 
         Raises:
-            LearnerLost: see :data:`EXIT_LEARNER_LOST`.
+            LearnerLost: see ``ExitStatus.LEARNER_LOST`` (3).
         """
         collector = UnrollCollector(self.spec, self.num_envs, self.options.actor_id, self.run_id)
         collector.reset(np.stack([env.reset()[0] for env in self.envs]))
@@ -442,7 +454,7 @@ def main(options: ActorOptions) -> int:
         actor.run()
     except LearnerLost as exc:
         log.error("actor %d: %s; exiting", options.actor_id, exc)
-        return EXIT_LEARNER_LOST
+        return int(ExitStatus.LEARNER_LOST)
     except Stopped:
         pass
     finally:

@@ -26,7 +26,7 @@ Started by hand with ``eval.interval_updates = 0`` (the launcher then starts non
 every new policy version it hears, as fast as it can.
 
 Exit status: 0 when stopped (SIGTERM/SIGINT, also mid-episode) or when the learner announces
-the end of the run; :data:`EXIT_LEARNER_LOST` (3) after ``actor.learner_timeout_s`` seconds of
+the end of the run; ``ExitStatus.LEARNER_LOST`` (3) after ``actor.learner_timeout_s`` seconds of
 silence from the learner (time spent evaluating does not count); 2 for a missing or invalid
 config.
 """
@@ -67,7 +67,6 @@ from protocol.messages import LearnerStatus, ProtocolError, Weights
 
 log = logging.getLogger("eval_actor")
 
-EXIT_LEARNER_LOST = int(ExitStatus.LEARNER_LOST)
 """Exit status when the learner stays silent for longer than ``actor.learner_timeout_s``."""
 
 EXIT_BAD_CONFIG = 2
@@ -295,7 +294,7 @@ class EvalActor:
                     silent,
                     timeout,
                 )
-                return EXIT_LEARNER_LOST
+                return int(ExitStatus.LEARNER_LOST)
         log.info("eval actor stopped after %d evaluation(s)", self.evaluations)
         return 0
 

@@ -9,6 +9,10 @@ import time
 
 from protocol.messages import LearnerStatus
 
+#: Seconds without a status broadcast after which the progress line says the run is waiting
+#: for its learner (a learner starting up broadcasts within a few seconds of importing torch).
+WAITING_AFTER_S = 10.0
+
 
 def human(n: float) -> str:
     """1234567 -> '1.23M'."""
@@ -36,4 +40,14 @@ def progress_line(s: LearnerStatus) -> str:
         f"return {s.mean_return:.1f} | x_pos {s.mean_x_pos:.0f} (max {s.max_x_pos}) | "
         f"flags {s.flags} | ETA {eta_txt}"
         + (f" | hints: {', '.join(s.hints)} (see the learner log)" if s.hints else "")
+    )
+
+
+def waiting_line(endpoint: str, seconds: float, actors: int) -> str:
+    """The progress line while no status has come from the learner for ``seconds``: the
+    launcher's actors keep saying hello (each gives up after ``actor.connect_timeout_s``)."""
+    who = f"{actors} actor{'s' if actors != 1 else ''}" if actors else "the launcher"
+    return (
+        f"waiting for the learner at {endpoint}: no status for {seconds:.0f} s "
+        f"({who} waiting; is it running, and are its ports reachable?)"
     )

@@ -26,7 +26,7 @@ from rich.live import Live
 from rich.text import Text
 
 from configs import schema
-from launch.progress import progress_line
+from launch.progress import WAITING_AFTER_S, progress_line, waiting_line
 from launch.supervisor import Child, RestartPolicy
 from learner.checkpoint import newest_loadable
 from protocol import transport
@@ -283,6 +283,7 @@ class Launcher:
         status = ExitStatus.OK
         interactive = self.console.is_terminal
         last_plain = 0.0
+        last_status = time.monotonic()  # no status yet: the wait counts from the start
         live_view = (
             Live(Text("starting..."), console=self.console, auto_refresh=False, transient=False)
             if interactive
@@ -302,12 +303,23 @@ class Launcher:
                         if not in_run(msg.learner_run_id, self.run_token):
                             continue  # another run's learner on our ports: not our progress
                         self.status = msg
+                        last_status = time.monotonic()
                         line = progress_line(msg)
                         if interactive:
                             live.update(Text(line), refresh=True)
                         elif time.monotonic() - last_plain >= self.config.run.log_interval_s:
                             last_plain = time.monotonic()
                             self.console.print(line, highlight=False)
+                silent = time.monotonic() - last_status
+                if silent >= WAITING_AFTER_S and (
+                    interactive or time.monotonic() - last_plain >= self.config.run.log_interval_s
+                ):
+                    line = waiting_line(self.trajectory_endpoint, silent, len(self.actors))
+                    if interactive:
+                        live.update(Text(line), refresh=True)
+                    else:
+                        last_plain = time.monotonic()
+                        self.console.print(line, highlight=False)
                 try:
                     if self._supervise():
                         break
