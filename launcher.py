@@ -29,6 +29,7 @@ from configs import schema
 from configs.cli import add_config_arguments, config_from_args, overrides_from_args
 from launch.run import Launcher, RemoteLearner
 from learner.checkpoint import CheckpointError, check_resume, resolve_resume
+from protocol.exit_status import of_write_error
 
 log = logging.getLogger("launcher")
 
@@ -117,7 +118,7 @@ def train(argv: list[str]) -> int:
     except OSError as exc:
         console.print(f"[bold red]error:[/] --run-dir {run_dir}: cannot write the run directory: "
                       f"{exc.strerror or exc}", highlight=False)  # fmt: skip
-        return 2
+        return int(of_write_error(exc))
     launcher = Launcher(config, run_dir, resume, console)
     _install_stop(launcher)
     return launcher.run()

@@ -23,8 +23,8 @@ from learner.checkpoint import (
     check_resume,
     resolve_resume,
 )
-from learner.server import NO_SPACE_ERRNOS, serve
-from protocol.exit_status import ExitStatus
+from learner.server import serve
+from protocol.exit_status import ExitStatus, of_write_error
 
 log = logging.getLogger("learner")
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         schema.save(config, saved)
     except OSError as exc:
         log.error("--run-dir %s: cannot write the run directory: %s", run_dir, exc.strerror or exc)
-        return ExitStatus.NO_SPACE if exc.errno in NO_SPACE_ERRNOS else ExitStatus.CONFIG
+        return of_write_error(exc)
     return serve(config, run_dir, resume, args.run_token)
 
 

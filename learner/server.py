@@ -10,7 +10,6 @@ is :class:`learner.learner.Learner`; counting is :mod:`learner.accounting`; flow
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
@@ -47,7 +46,7 @@ from learner.wandb_mirror import WandbMirror
 from models.weights import flatten_state
 from protocol import transport
 from protocol.codec import decode
-from protocol.exit_status import ExitStatus, PermanentFailure
+from protocol.exit_status import NO_SPACE_ERRNOS, ExitStatus, PermanentFailure
 from protocol.messages import (
     Credit,
     Heartbeat,
@@ -640,9 +639,6 @@ def _bind(bind: Any, ctx: zmq.Context[Any], endpoint: str, curve: Any) -> zmq.So
         raise PermanentFailure(
             ExitStatus.BIND, f"cannot bind {endpoint}: {exc.strerror}{hint}"
         ) from exc
-
-
-NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def serve(config: schema.Config, run_dir: Path, resume: Path | None, run_token: str = "") -> int:

@@ -12,9 +12,10 @@ transient and is restarted with backoff (``run.max_restarts``).
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
 
-__all__ = ["ExitStatus", "PermanentFailure", "is_permanent"]
+__all__ = ["NO_SPACE_ERRNOS", "ExitStatus", "PermanentFailure", "is_permanent", "of_write_error"]
 
 
 class ExitStatus(IntEnum):
@@ -41,6 +42,16 @@ class ExitStatus(IntEnum):
 
 PERMANENT = frozenset({ExitStatus.CONFIG, ExitStatus.BIND, ExitStatus.CORRUPT_RUN_DIR,
                        ExitStatus.NO_SPACE})  # fmt: skip
+
+
+#: ``OSError.errno`` values that mean the filesystem is full (a quota counts as full).
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def of_write_error(exc: OSError) -> ExitStatus:
+    """The status for a run directory that cannot be written: ``NO_SPACE`` for a full disk,
+    else ``CONFIG`` (a read-only or forbidden ``--run-dir`` is the user's to change)."""
+    return ExitStatus.NO_SPACE if exc.errno in NO_SPACE_ERRNOS else ExitStatus.CONFIG
 
 
 def is_permanent(status: int | None) -> bool:

@@ -68,3 +68,36 @@ def test_a_full_disk_stops_with_no_space_and_keeps_no_partial_file(
     assert status == ExitStatus.NO_SPACE
     assert "no space left" in caplog.records[-1].getMessage()
     assert not list(run_dir.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [(None, ExitStatus.CONFIG), (errno.ENOSPC, ExitStatus.NO_SPACE)],
+)
+def test_a_run_directory_that_cannot_be_written_stops_the_launcher_with_one_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    error: int | None,
+    status: ExitStatus,
+) -> None:
+    """The launcher and the learner read a write failure of the run directory the same way:
+    a path it cannot create is CONFIG, a full disk NO_SPACE (issue 14)."""
+    import launcher
+    from configs import schema
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    run_dir = blocker / "run"  # under a regular file: no mkdir can make it, even as root
+    if error is not None:
+        run_dir = tmp_path / "run"
+
+        def full(*_args: object, **_kwargs: object) -> None:
+            raise OSError(error, "No space left on device")
+
+        monkeypatch.setattr(schema, "save", full)
+    code = launcher.main(["--config", "configs/smoke.toml", "--run-dir", str(run_dir)])
+    out = capsys.readouterr().out
+    assert code == status, out
+    assert f"--run-dir {run_dir.resolve()}: cannot write the run directory" in " ".join(out.split())
+    assert "Traceback" not in out
