@@ -3,7 +3,8 @@
 Run by: actor processes (and the actor throughput benchmark).
 Owns: the per-env unroll buffers, the episode boundary bookkeeping (terminated vs truncated,
 final observations of truncated episodes, episode statistics) and cutting them into
-:class:`~protocol.messages.Trajectory` messages of T steps, each with T+1 observations.
+:class:`~protocol.messages.Trajectory` messages of T steps, each with T+1 observations; and the
+behaviour policy of greedy envs (``actor.greedy_envs``, :func:`greedy_behaviour`).
 
 Buffers are laid out env-major ``[K, T+1, ...]`` so each env's unroll is one contiguous block
 sent without a copy. Fresh buffers are allocated per unroll because ZeroMQ may still be reading
@@ -23,6 +24,47 @@ import numpy as np
 from protocol.messages import EpisodeStats, Trajectory, TrajectorySpec
 
 log = logging.getLogger(__name__)
+
+#: Logit gap of a greedy env's behaviour policy: the softmax puts 1 - (A - 1) e^-30 on the argmax,
+#: which is 1.0 in float32, so V-trace's ``log mu(a)`` is exactly 0 (a point mass), while every
+#: logit stays finite and small (the learner rejects non-finite or huge ones).
+GREEDY_LOGIT_GAP = 30.0
+
+
+def greedy_behaviour(
+    action: np.ndarray, logits: np.ndarray, num_greedy: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Make envs ``0 .. num_greedy - 1`` act greedily, and record the policy they really used.
+
+    The training-time analogue of Ape-X's per-actor exploration ladder (Horgan et al. 2018,
+    section 4: the least exploring actors are near greedy): a few envs follow the argmax of
+    the current policy, so training reaches the states a greedy evaluation reaches (a trap
+    such as holding A at a pipe, which sampled play escapes by chance), and V-trace
+    (Espeholt et al. 2018, eq. 1) corrects for their behaviour policy, a point mass, through
+    ``log_rhos = log pi(a) - log mu(a) = log pi(a)``.
+
+    Args:
+        action: [K] int64 actions sampled from ``logits``.
+        logits: [K, A] float32 logits of the current policy.
+        num_greedy: how many leading envs act greedily (0 <= num_greedy <= K).
+
+    Returns:
+        ``(action, behaviour_logits)``: new arrays; rows ``< num_greedy`` hold the argmax and
+        the point mass's logits (0 there, ``-GREEDY_LOGIT_GAP`` elsewhere), the others are
+        copies of the inputs.
+
+    Raises:
+        ValueError: ``num_greedy`` outside ``[0, K]``.
+    """
+    if not 0 <= num_greedy <= len(action):
+        raise ValueError(f"num_greedy: must be in [0, {len(action)}], got {num_greedy}")
+    action, logits = np.array(action, copy=True), np.array(logits, copy=True)
+    if num_greedy:
+        best = logits[:num_greedy].argmax(axis=-1)
+        action[:num_greedy] = best
+        logits[:num_greedy] = -GREEDY_LOGIT_GAP
+        logits[np.arange(num_greedy), best] = 0.0
+    return action, logits
 
 
 @dataclass
@@ -197,7 +239,10 @@ class UnrollCollector:
 
 
 def step_envs(
-    envs: list, actions: np.ndarray, rebuild: Callable[[int], Any] | None = None
+    envs: list,
+    actions: np.ndarray,
+    rebuild: Callable[[int], Any] | None = None,
+    greedy_envs: int = 0,
 ) -> StepResult:
     """Step each Gymnasium env once, resetting the ones whose episode ended (same-step reset).
 
@@ -209,6 +254,8 @@ def step_envs(
             ``result.failed`` (its step reads as an episode end with reward 0, so the next
             unroll starts a fresh episode; the unroll in progress must be dropped). Without
             it the exception propagates.
+        greedy_envs: envs ``0 .. greedy_envs - 1`` act greedily (:func:`greedy_behaviour`):
+            their episodes are marked ``EpisodeStats.greedy``.
 
     Returns:
         The batched result; a truncated env's last observation goes to ``final_obs`` and a
@@ -255,6 +302,7 @@ def step_envs(
                     str(ep.get("stage", "")),
                     {k: float(v) for k, v in ep.get("components", {}).items()},
                     bool(ep.get("restored", False)),
+                    i < greedy_envs,
                 )
             obs, _ = env.reset()
         obs_list.append(obs)

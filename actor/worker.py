@@ -35,7 +35,7 @@ import torch
 import zmq
 
 from actor.env import make_env, num_actions, observation_spec
-from actor.rollout import UnrollCollector, step_envs
+from actor.rollout import UnrollCollector, greedy_behaviour, step_envs
 from configs import schema
 from models import build_model
 from models.weights import load_flat_state
@@ -261,6 +261,11 @@ class Actor:
     def _build(self, config: schema.Config) -> None:
         torch.set_num_threads(1)
         self.num_envs = self.options.num_envs or config.actor.num_envs
+        # --num-envs may be below the config's: keep at least one env sampling
+        self.greedy_envs = min(config.actor.greedy_envs, self.num_envs - 1)
+        if self.greedy_envs < config.actor.greedy_envs:
+            log.warning("actor.greedy_envs = %d with %d envs: %d act greedily",
+                        config.actor.greedy_envs, self.num_envs, self.greedy_envs)  # fmt: skip
         obs_shape, obs_dtype = observation_spec(config.env)
         actions = num_actions(config.env)
         self.model = build_model(config.model, obs_shape, actions).eval()
@@ -408,8 +413,12 @@ class Actor:
                 action, logits, core_state = self.model.act(
                     obs, core_state=core_state, last_action=last_action
                 )
-            actions = action.numpy()
-            result = step_envs(self.envs, actions, rebuild=self._rebuild_env)
+            actions, behaviour_logits = greedy_behaviour(
+                action.numpy(), logits.numpy(), self.greedy_envs
+            )
+            result = step_envs(
+                self.envs, actions, rebuild=self._rebuild_env, greedy_envs=self.greedy_envs
+            )
             self.env_frames += self.num_envs * self.frames_per_step
             if self.recurrent:
                 done = torch.from_numpy(result.terminated | result.truncated)
@@ -417,7 +426,7 @@ class Actor:
                     done.view(-1, *[1] * (core_state.dim() - 1)), 0.0
                 )
             state = core_state.numpy() if self.recurrent else None
-            sent = collector.record(actions, logits.numpy(), self.policy_version, result, state)
+            sent = collector.record(actions, behaviour_logits, self.policy_version, result, state)
             self.dropped_unrolls = collector.discarded
             for traj in sent:
                 self._send(traj)

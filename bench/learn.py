@@ -27,9 +27,10 @@ prints one JSON line (``"type": "progress"``) at every whole minute and at the e
 - ``mean_return``: mean episode return over the last 100 episodes. This is the figure to read
   for non-Mario envs (CartPole): it is what ``launcher.py tune`` optimises there.
 
-Only episodes that started at the stage's start count in these figures: episodes restored from
-a frontier snapshot (``env.restart_fraction``, ``"restored": true`` in ``episodes.jsonl``) are
-only counted (``restored_episodes`` in the summary).
+Only sampled episodes that started at the stage's start count in these figures: episodes
+restored from a frontier snapshot (``env.restart_fraction``, ``"restored": true`` in
+``episodes.jsonl``) are only counted (``restored_episodes`` in the summary), and greedy envs'
+episodes (``actor.greedy_envs``) have their own figures (``greedy_*``).
 
 After the launcher has stopped (so nothing competes with training for the CPU):
 
@@ -48,7 +49,9 @@ After the launcher has stopped (so nothing competes with training for the CPU):
 
 The last line (``"type": "summary"``) holds the final figures (``flag_rate`` is that of the last
 100 true-start training episodes), ``seed``, ``frames`` (the budget, or null),
-``restored_episodes``, the eval figures above, ``baselines`` (policy -> ``mean_x_pos``,
+``restored_episodes``, ``greedy_episodes`` and ``greedy_flag_rate`` (greedy envs' true-start
+episodes, ``actor.greedy_envs``, and their last-100 flag rate; null without any), the eval
+figures above, ``baselines`` (policy -> ``mean_x_pos``,
 ``max_x_pos``, ``clear_rate``, ``mean_return``, ``episodes``, averaged over the stages; null
 for non-Mario envs or when skipped), ``vs_random`` / ``vs_right`` (``mean_max_x`` over the
 baseline's ``mean_x_pos``) and ``beats_target`` (``mean_max_x`` >= :data:`TARGET_VS_RANDOM` x
@@ -356,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         "first_flag_frames": final["first_flag_frames"],
         "mean_return": final["mean_return"],
         "restored_episodes": progress.restored_episodes,
+        "greedy_episodes": len(progress.greedy_episodes),
+        "greedy_flag_rate": progress.figures()["greedy_flag_rate"],
         "eval_episodes": final_eval.episodes if final_eval else None,
         "eval_clear_rate_greedy": final_eval.clear_rate["greedy"] if final_eval else None,
         "eval_clear_rate_sampled": final_eval.clear_rate["sampled"] if final_eval else None,

@@ -286,6 +286,21 @@ class ActorConfig:
         "rejoined without restarting the actor).",
         gt=0,
     )
+    greedy_envs: int = option(
+        0,
+        "Envs per actor that take the argmax action instead of sampling, so training visits "
+        "the states a greedy evaluation reaches (Ape-X's per-actor exploration ladder, Horgan "
+        "et al. 2018); V-trace corrects for their point-mass behaviour policy. Their episodes "
+        "are counted apart from the reported figures. Must be < actor.num_envs.",
+        ge=0,
+    )
+
+    def __post_init__(self) -> None:
+        if self.greedy_envs >= self.num_envs:
+            raise ConfigError(
+                f"actor.greedy_envs: must be < actor.num_envs = {self.num_envs} (at least one "
+                f"env samples), got {self.greedy_envs}"
+            )
 
 
 @dataclass(frozen=True)

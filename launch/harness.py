@@ -7,9 +7,11 @@ can be stopped together whatever happens), tailing ``RUN_DIR/episodes.jsonl`` an
 ``learner_status`` records of ``RUN_DIR/heartbeats.jsonl`` into :class:`RunProgress`, and the
 report marks of a wall-clock watch (:func:`marks`, :func:`watch`).
 
-Figures count only episodes that started at the stage's start: episodes restored from a
-frontier snapshot (``env.restart_fraction``; ``"restored": true`` in ``episodes.jsonl``) are
-counted apart in :attr:`RunProgress.restored_episodes`.
+Figures count only episodes that started at the stage's start and sampled their actions:
+episodes restored from a frontier snapshot (``env.restart_fraction``; ``"restored": true`` in
+``episodes.jsonl``) are counted apart in :attr:`RunProgress.restored_episodes`, and those of
+greedy envs (``actor.greedy_envs``; ``"greedy": true``) are kept in
+:attr:`RunProgress.greedy_episodes`, whose flag rate estimates the greedy policy's.
 """
 
 from __future__ import annotations
@@ -175,9 +177,10 @@ class RunProgress:
     """Progress of a run, read from ``RUN_DIR/episodes.jsonl`` and ``heartbeats.jsonl``.
 
     Call :meth:`update` to read what the learner appended since, then :meth:`figures`.
-    ``episodes`` holds only episodes that started at the stage's start (the reported figures);
-    those restored from a frontier snapshot (``"restored": true``, ``env.restart_fraction``) are
-    only counted, in ``restored_episodes``.
+    ``episodes`` holds only sampled episodes that started at the stage's start (the reported
+    figures); those restored from a frontier snapshot (``"restored": true``,
+    ``env.restart_fraction``) are only counted, in ``restored_episodes``, and those of greedy
+    envs (``"greedy": true``, ``actor.greedy_envs``) go to ``greedy_episodes``.
     """
 
     run_dir: Path
@@ -185,6 +188,7 @@ class RunProgress:
     status: dict[str, Any] | None = None
     first_flag_frames: int | None = None
     restored_episodes: int = 0
+    greedy_episodes: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._episodes = _JsonlTail(self.run_dir / "episodes.jsonl")
@@ -194,6 +198,9 @@ class RunProgress:
         for record in self._episodes.read():
             if record.get("restored"):
                 self.restored_episodes += 1
+                continue
+            if record.get("greedy"):
+                self.greedy_episodes.append(record)
                 continue
             self.episodes.append(record)
             if self.first_flag_frames is None and record.get("flag_get"):
@@ -226,6 +233,12 @@ class RunProgress:
             "first_flag_frames": self.first_flag_frames,
             "mean_return": round(float(returns.mean()), 2) if len(returns) else 0.0,
             "restored_episodes": self.restored_episodes,
+            "greedy_episodes": len(self.greedy_episodes),
+            "greedy_flag_rate": (
+                round(float(np.mean([bool(e.get("flag_get")) for e in greedy])), 3)
+                if (greedy := self.greedy_episodes[-WINDOW:])
+                else None
+            ),
         }
 
 

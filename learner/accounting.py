@@ -20,7 +20,8 @@ from protocol.messages import EpisodeStats
 EPISODE_WINDOW = 100
 EPISODE_LOG = "episodes.jsonl"
 """One JSON object per finished episode: env_frames, actor, return, length, x_pos, flag, stage,
-restored (started from a frontier snapshot; such episodes are kept out of every windowed figure)."""
+restored (started from a frontier snapshot) and greedy (its env acted greedily); restored and
+greedy episodes are kept out of every windowed figure."""
 
 
 @dataclass
@@ -90,9 +91,11 @@ class EpisodeWindow:
     """Finished episodes: totals since the run began, means over the last 100, and a log.
 
     ``recent``, ``episodes``, ``flags`` and ``max_x_pos`` count only episodes that started at
-    the stage's start (the reported figures); episodes restored from a frontier snapshot
-    (``EpisodeStats.restored``) go to ``recent_restored`` and ``restored`` instead. All go to
-    the log, with their ``restored`` flag.
+    the stage's start and sampled their actions (the reported figures); episodes restored from
+    a frontier snapshot (``EpisodeStats.restored``) go to ``recent_restored`` and ``restored``
+    instead, and true-start episodes of greedy envs (``EpisodeStats.greedy``, a live estimate
+    of the greedy policy's figures) to ``recent_greedy`` and ``greedy``. All go to the log,
+    with their ``restored`` and ``greedy`` flags.
 
     Args:
         log_path: ``episodes.jsonl`` to append one line per episode to, or None.
@@ -103,16 +106,21 @@ class EpisodeWindow:
     recent_restored: deque[EpisodeStats] = field(
         default_factory=lambda: deque(maxlen=EPISODE_WINDOW)
     )
+    recent_greedy: deque[EpisodeStats] = field(default_factory=lambda: deque(maxlen=EPISODE_WINDOW))
     episodes: int = 0
     flags: int = 0
     max_x_pos: int = 0
     restored: int = 0
+    greedy: int = 0
     _log: IO[str] | None = field(default=None, repr=False)
 
     def add(self, stats: EpisodeStats, env_frames: int, actor_id: int) -> None:
         if stats.restored:
             self.recent_restored.append(stats)
             self.restored += 1
+        elif stats.greedy:
+            self.recent_greedy.append(stats)
+            self.greedy += 1
         else:
             self.recent.append(stats)
             self.episodes += 1
@@ -131,6 +139,7 @@ class EpisodeWindow:
                 "stage": stats.stage,
                 "components": stats.components,
                 "restored": stats.restored,
+                "greedy": stats.greedy,
             }
             self._log.write(json.dumps(record) + "\n")
 

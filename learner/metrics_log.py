@@ -72,6 +72,18 @@ FIELDS: tuple[MetricField, ...] = (
         "episodes",
         "episodes from a frontier restart (env.restart_fraction), not in the figures below",
     ),
+    MetricField(
+        "greedy_episodes",
+        "int",
+        "episodes",
+        "true-start episodes of greedy envs (actor.greedy_envs), not in the figures below",
+    ),
+    MetricField(
+        "greedy_flag_rate",
+        "float or null",
+        "fraction",
+        "flag rate of the last 100 greedy-env episodes (null without any)",
+    ),
     MetricField("avg_return", "float or null", "raw reward", "mean return, last 100 episodes"),
     MetricField("recent_return_p50", "float or null", "raw reward", "median return, same window"),
     MetricField("recent_return_p90", "float or null", "raw reward", "90th percentile return"),

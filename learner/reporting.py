@@ -102,15 +102,18 @@ class Reporter:
             for name in sorted(names):
                 total = sum(s.components.get(name, 0.0) for s in episodes.recent)
                 w.add_scalar(f"reward_components/{name}", total / len(episodes.recent), step)
-        if episodes.recent_restored:
-            restored = episodes.recent_restored
-            w.add_scalar("episode_restored/count", episodes.restored, step)
-            w.add_scalar(
-                "episode_restored/x_pos", float(np.mean([s.max_x_pos for s in restored])), step
-            )
-            w.add_scalar(
-                "episode_restored/flag_rate", float(np.mean([s.flag_get for s in restored])), step
-            )
+        for kind, recent, count in (
+            ("restored", episodes.recent_restored, episodes.restored),
+            ("greedy", episodes.recent_greedy, episodes.greedy),
+        ):
+            if recent:
+                w.add_scalar(f"episode_{kind}/count", count, step)
+                w.add_scalar(
+                    f"episode_{kind}/x_pos", float(np.mean([s.max_x_pos for s in recent])), step
+                )
+                w.add_scalar(
+                    f"episode_{kind}/flag_rate", float(np.mean([s.flag_get for s in recent])), step
+                )
         if self._lags:
             w.add_scalar("policy_lag/mean", float(np.mean([m for m, _ in self._lags])), step)
             w.add_scalar("policy_lag/max", max(m for _, m in self._lags), step)
@@ -150,6 +153,12 @@ class Reporter:
             "policy_lag_max": _finite(max(m for _, m in lags) if lags else None),
             "episodes": int(episodes.episodes),
             "restored_episodes": int(episodes.restored),
+            "greedy_episodes": int(episodes.greedy),
+            "greedy_flag_rate": _finite(
+                float(np.mean([s.flag_get for s in episodes.recent_greedy]))
+                if episodes.recent_greedy
+                else None
+            ),
             "avg_return": _finite(episodes.mean("episode_return") if returns else None),
             "recent_return_p50": _finite(percentiles[0]),
             "recent_return_p90": _finite(percentiles[1]),

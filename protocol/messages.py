@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 """Bumped on any incompatible change of a message or of the trajectory layout."""
 
 ALLOWED_DTYPES: frozenset[str] = frozenset(
@@ -216,7 +216,8 @@ class EpisodeStats:
     ``"W-S"`` for Mario or the env id otherwise; ``components`` sums each Mario reward
     component (gym-super-mario-bros 9.x ``info["reward_components"]``) over the episode;
     ``restored`` says the episode started from a saved emulator snapshot rather than the
-    stage's start (``env.restart_fraction``), so it is counted apart from the reported figures.
+    stage's start (``env.restart_fraction``), and ``greedy`` that its env acted greedily
+    (``actor.greedy_envs``); either way it is counted apart from the reported figures.
     """
 
     episode_return: float
@@ -226,22 +227,23 @@ class EpisodeStats:
     stage: str = ""
     components: dict[str, float] = field(default_factory=dict)
     restored: bool = False
+    greedy: bool = False
 
     def to_wire(self) -> list[Any]:
         """Header representation: a fixed-order list (compact and easy to validate)."""
         return [
             self.episode_return, self.length, self.max_x_pos, self.flag_get, self.stage,
-            self.components, self.restored,
+            self.components, self.restored, self.greedy,
         ]  # fmt: skip
 
     @classmethod
     def from_wire(cls, raw: Any, where: str) -> EpisodeStats:
         """Parse :meth:`to_wire` output, raising :class:`ProtocolError` naming ``where``."""
-        if not isinstance(raw, list) or len(raw) != 7:
-            raise ProtocolError(where, "bad_episode", "expected a 7-item list")
-        ret, length, max_x, flag, stage, components, restored = raw
-        if not isinstance(restored, bool):
-            raise ProtocolError(where, "bad_episode", "restored must be bool")
+        if not isinstance(raw, list) or len(raw) != 8:
+            raise ProtocolError(where, "bad_episode", "expected an 8-item list")
+        ret, length, max_x, flag, stage, components, restored, greedy = raw
+        if not isinstance(restored, bool) or not isinstance(greedy, bool):
+            raise ProtocolError(where, "bad_episode", "restored and greedy must be bool")
         if not isinstance(components, dict) or len(components) > 16 or not all(
             isinstance(k, str) and len(k) <= 32 and isinstance(v, int | float)
             and not isinstance(v, bool) and math.isfinite(v)
@@ -258,7 +260,7 @@ class EpisodeStats:
             raise ProtocolError(where, "bad_episode", "flag_get must be bool, stage a short str")
         return cls(
             float(ret), length, max_x, flag, stage,
-            {k: float(v) for k, v in components.items()}, restored,
+            {k: float(v) for k, v in components.items()}, restored, greedy,
         )  # fmt: skip
 
 

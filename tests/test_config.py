@@ -26,6 +26,7 @@ def test_every_preset_loads(path: Path) -> None:
         ({"learner.learning_rate": 0}, "learner.learning_rate: must be > 0"),
         ({"actor.num_envs": "many"}, "actor.num_envs: expected an integer"),
         ({"actor.num_envs": True}, "actor.num_envs: expected an integer"),
+        ({"actor.greedy_envs": 8}, "actor.greedy_envs: must be < actor.num_envs = 8"),
         ({"env.actions": "all"}, "env.actions: expected one of right_only, simple, complex"),
         ({"model.torso": "vit"}, "model.torso: expected one of"),
         ({"learner.momentum": 0.9}, "learner.momentum: unknown config key"),

@@ -71,6 +71,24 @@ def test_restored_episodes_are_counted_apart_from_the_figures(tmp_path: Path) ->
     assert figures["first_flag_frames"] is None
 
 
+def test_greedy_envs_episodes_have_their_own_figures(tmp_path: Path) -> None:
+    progress = RunProgress(tmp_path)
+    assert progress.figures()["greedy_flag_rate"] is None  # no greedy env: null, not 0
+    write_jsonl(tmp_path / "episodes.jsonl", [
+        episode(10, 300),
+        {**episode(20, 3168, flag=True), "greedy": True},
+        {**episode(30, 594), "greedy": True},
+        {**episode(40, 3168, flag=True), "greedy": True, "restored": True},  # restored wins
+    ])  # fmt: skip
+    progress.update()
+    figures = progress.figures()
+    assert (figures["episodes"], figures["greedy_episodes"], figures["restored_episodes"]) == (
+        1, 2, 1,
+    )  # fmt: skip
+    assert figures["greedy_flag_rate"] == 0.5
+    assert figures["flag_rate"] == 0.0 and figures["first_flag_frames"] is None
+
+
 def test_final_eval_reduces_greedy_and_sampled_reports(tmp_path: Path) -> None:
     def report(clears: list[float]) -> dict:
         return {"agent": {stage: {"episodes": 20, "clear_rate": c, "progress": 0.5 + c / 2,

@@ -6,8 +6,11 @@ from typing import Any
 
 import gymnasium
 import numpy as np
+import pytest
+import torch
 
-from actor.rollout import StepResult, UnrollCollector, step_envs
+from actor.rollout import GREEDY_LOGIT_GAP, StepResult, UnrollCollector, greedy_behaviour, step_envs
+from learner.losses import action_log_probs
 from protocol.messages import EpisodeStats, TrajectorySpec
 
 SPEC = TrajectorySpec(3, (2,), np.dtype(np.float32), 2)
@@ -183,3 +186,27 @@ def test_without_rebuild_an_env_error_propagates() -> None:
         assert "emulator crashed" in str(exc)
     else:
         raise AssertionError("the env's error was swallowed")
+
+
+def test_greedy_envs_take_the_argmax_and_record_a_point_mass_behaviour_policy() -> None:
+    logits = np.array([[0.1, 2.0, -1.0], [3.0, 0.0, 0.5], [0.0, 0.2, 0.1]], dtype=np.float32)
+    sampled = np.array([0, 2, 0])
+    action, behaviour = greedy_behaviour(sampled, logits, 2)
+    assert action.tolist() == [1, 0, 0]  # envs 0 and 1 greedy, env 2 keeps its sample
+    assert behaviour[0].tolist() == [-GREEDY_LOGIT_GAP, 0.0, -GREEDY_LOGIT_GAP]
+    assert behaviour[1].tolist() == [0.0, -GREEDY_LOGIT_GAP, -GREEDY_LOGIT_GAP]
+    assert np.array_equal(behaviour[2], logits[2]) and sampled.tolist() == [0, 2, 0]  # copies
+    # V-trace's log mu(a) of a greedy step is exactly 0, so log_rho = log pi(a)
+    log_mu = action_log_probs(torch.from_numpy(behaviour)[None], torch.from_numpy(action)[None])
+    assert log_mu[0, :2].tolist() == [0.0, 0.0]
+    assert greedy_behaviour(sampled, logits, 0)[0].tolist() == sampled.tolist()
+    with pytest.raises(ValueError, match="num_greedy"):
+        greedy_behaviour(sampled, logits, 4)
+
+
+def test_step_envs_marks_the_episodes_of_greedy_envs() -> None:
+    envs = [CountingEnv(1, truncate=False) for _ in range(3)]
+    for env in envs:
+        env.reset()
+    result = step_envs(envs, np.zeros(3, dtype=np.int64), greedy_envs=1)
+    assert [result.episodes[i].greedy for i in range(3)] == [True, False, False]

@@ -10,9 +10,11 @@ import pytest
 from tests.integration.fleet import train_until_return
 
 
-def returns(run_dir: Path) -> list[float]:
+def returns(run_dir: Path, greedy: bool = False) -> list[float]:
+    """Episode returns in order: of the sampling envs, or of the greedy ones."""
     lines = (run_dir / "episodes.jsonl").read_text().splitlines()
-    return [json.loads(line)["return"] for line in lines]
+    records = [json.loads(line) for line in lines]
+    return [r["return"] for r in records if r.get("greedy", False) == greedy]
 
 
 def train_and_score(launch, run_dir: Path, *args: str) -> float:
@@ -45,17 +47,27 @@ def test_alternating_needs_and_gets_the_last_action_input(
     """Reward for changing action on a blank screen (tests/fixtures/alternate_env.py): with
     the previous action as input the policy learns to alternate (return -> 10), without it no
     policy beats a coin flip (5.5). Checks that actor and learner agree on previous actions,
-    including across unroll boundaries (T = 12 > the 10-step episodes) and in replay."""
-    mean = train_and_score(launch, tmp_path / f"last-action-{last_action}",
-                           "--config", "configs/memory.toml",
+    including across unroll boundaries (T = 12 > the 10-step episodes) and in replay.
+
+    4 of the 16 envs act greedily (``actor.greedy_envs``) and are counted apart: with the last
+    action the greedy policy alternates too; without it the argmax on a blank screen repeats
+    one action, the trap (return 1) that sampled play escapes by chance."""
+    run_dir = tmp_path / f"last-action-{last_action}"
+    mean = train_and_score(launch, run_dir, "--config", "configs/memory.toml",
                            "--env.id", "tests.fixtures.alternate_env:Alternate-v0",
                            "--model.core", "none", "--model.last_action", str(last_action).lower(),
                            "--replay.enabled", "true", "--replay.ratio", "0.5",
-                           "--replay.min_size", "16", *endpoints)  # fmt: skip
+                           "--replay.min_size", "16", "--actor.greedy_envs", "4",
+                           *endpoints)  # fmt: skip
+    greedy = returns(run_dir, greedy=True)[-100:]
+    assert len(greedy) == 100, f"{len(greedy)} greedy episodes"
+    greedy_mean = sum(greedy) / len(greedy)
     if last_action:
         assert mean >= 9.0, f"mean return {mean:.2f} over the last 100 episodes (max 10)"
+        assert greedy_mean >= 9.0, f"greedy envs: mean return {greedy_mean:.2f} (max 10)"
     else:
         assert mean <= 6.5, f"mean return {mean:.2f}; without the last action 5.5 is the best"
+        assert greedy_mean <= 1.5, f"greedy envs: mean return {greedy_mean:.2f}; the trap gives 1"
 
 
 @pytest.mark.slow

@@ -55,6 +55,28 @@ def test_lines_carry_every_field_with_nulls_for_what_does_not_exist_yet(tmp_path
     assert second["recent_return_p99"] == pytest.approx(8.91)
     assert second["flag_rate"] == 0.1 and second["x_pos_mean"] == 304.5
     assert (second["episodes"], second["unrolls_accepted"]) == (10, 7)
+    assert (second["greedy_episodes"], second["greedy_flag_rate"]) == (0, None)
+
+
+def test_greedy_and_restored_episodes_stay_out_of_the_reported_figures(tmp_path: Path) -> None:
+    episodes = EpisodeWindow(tmp_path / "episodes.jsonl")
+    episodes.add(EpisodeStats(1.0, 10, max_x_pos=300), 0, 0)
+    episodes.add(EpisodeStats(9.0, 90, max_x_pos=3161, flag_get=True, greedy=True), 0, 0)
+    episodes.add(EpisodeStats(2.0, 20, max_x_pos=594, greedy=True), 0, 0)
+    episodes.add(EpisodeStats(8.0, 80, max_x_pos=3161, flag_get=True, restored=True), 0, 0)
+    assert (episodes.episodes, episodes.greedy, episodes.restored, episodes.flags) == (1, 2, 1, 0)
+    assert episodes.mean("max_x_pos") == 300.0
+    reporter = Reporter(tmp_path, frames_per_step=4)
+    reporter.scalars(1_000, 100.0, 0, episodes, Accounting(), FLEET)
+    reporter.close()
+    (record,) = lines(tmp_path)
+    check_record(record)
+    assert (record["episodes"], record["greedy_episodes"], record["restored_episodes"]) == (1, 2, 1)
+    assert record["greedy_flag_rate"] == 0.5 and record["flag_rate"] == 0.0
+    logged = [json.loads(line) for line in (tmp_path / "episodes.jsonl").read_text().splitlines()]
+    assert [(r["greedy"], r["restored"]) for r in logged] == [
+        (False, False), (True, False), (True, False), (False, True),
+    ]  # fmt: skip
 
 
 def test_check_record_refuses_what_the_documentation_does_not_promise() -> None:

@@ -50,7 +50,7 @@ HELLO_FIELDS: dict[str, Any] = {
 SPEC = TrajectorySpec(2, (4,), np.dtype(np.float32), 2, (0,))  # CartPole-v1, T = 2, no core
 UNROLL_FIELDS: dict[str, Any] = {
     "actor_id": 1, "run_id": "5f2a9c01d3e4", "seq": 0, "env_index": 0,
-    "episodes": [[9.0, 9, 0, False, "CartPole-v1", {}, False]],
+    "episodes": [[9.0, 9, 0, False, "CartPole-v1", {}, False, False]],
 }  # fmt: skip
 UNROLL_ARRAYS: list[tuple[str, str, Any]] = [  # (name, dtype, values) in section 6's order
     ("obs", "float32", [[0.5, 0.25, -0.5, 1.0], [0.0, 0.125, 0.0, -0.125], [2.0, 0.0, -1.0, 0.5]]),
