@@ -128,6 +128,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     # name -> (module with a ``main(argv: list[str]) -> int``, one-line help)
     "eval": ("evaluation.cli", "evaluate a checkpoint or a baseline on stages, with videos"),
     "monitor": ("telemetry.monitor", "watch a learner's fleet live (or --json lines)"),
+    "dashboard": ("telemetry.dashboard", "a live web page of the fleet and learning curves"),
     "tune": ("tuning.tune", "hyperparameter search with Optuna"),
     "keys": ("launch.keys", "create CURVE certificates for the learner and actor machines"),
 }

@@ -62,7 +62,6 @@ log = logging.getLogger("actor")
 
 #: While joining, how often the actor logs that it is still waiting for the learner.
 WAITING_LOG_EVERY_S = 10.0
-"""Exit status when the learner stays silent for longer than ``actor.learner_timeout_s``."""
 
 
 class LearnerLost(RuntimeError):

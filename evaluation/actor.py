@@ -21,6 +21,8 @@ Logged at step = the evaluated policy version, in ``RUN_DIR/eval/``:
 * ``eval/S/video`` (if ``eval.video``): the stage's first episode as an animated GIF image
   summary at 15 fps, half resolution (see :mod:`evaluation.video` for why not ``add_video``).
 * ``RUN_DIR/eval/eval.jsonl``: one JSON line per evaluation with every stage's figures.
+* ``RUN_DIR/eval/videos/S-vVERSION.gif``: the same GIF as a file, the newest
+  :data:`KEEP_VIDEOS` per stage (the dashboard's latest video; the W&B mirror uploads each).
 
 Started by hand with ``eval.interval_updates = 0`` (the launcher then starts none) it evaluates
 every new policy version it hears, as fast as it can.
@@ -67,10 +69,11 @@ from protocol.messages import LearnerStatus, ProtocolError, Weights
 
 log = logging.getLogger("eval_actor")
 
-"""Exit status when the learner stays silent for longer than ``actor.learner_timeout_s``."""
-
 EXIT_BAD_CONFIG = 2
 """Exit status for a missing or invalid ``RUN_DIR/config.toml``."""
+
+KEEP_VIDEOS = 5
+"""Newest eval GIFs kept per stage in ``RUN_DIR/eval/videos`` (each a few hundred KB)."""
 
 
 def local_endpoint(endpoint: str) -> str:
@@ -229,10 +232,13 @@ class EvalActor:
         for stage, gif in videos.items():
             if gif.frames:
                 add_gif_summary(w, f"eval/{stage}/video", gif, version)
-                if self.config.run.wandb_project:  # for the learner's W&B mirror to pick up
-                    folder = self.out_dir / "videos"
-                    folder.mkdir(exist_ok=True)
-                    (folder / f"{stage}-v{version}.gif").write_bytes(gif.encode())
+                # for the dashboard's latest video and the learner's W&B mirror
+                folder = self.out_dir / "videos"
+                folder.mkdir(exist_ok=True)
+                (folder / f"{stage}-v{version}.gif").write_bytes(gif.encode())
+                kept = sorted(folder.glob(f"{stage}-v*.gif"), key=lambda p: p.stat().st_mtime)
+                for old in kept[:-KEEP_VIDEOS]:
+                    old.unlink(missing_ok=True)
         w.flush()
         line = {
             "policy_version": version,

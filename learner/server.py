@@ -526,6 +526,7 @@ class LearnerServer:
             mean_policy_lag=fleet.mean_policy_lag,
             gpu_utilization=fleet.gpu_utilization,
             hints=sorted(self._hints),
+            flag_rate=self.episodes.mean("flag_get"),
         )
 
     def _beat(self, done: bool = False) -> None:

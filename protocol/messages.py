@@ -428,8 +428,9 @@ class LearnerStatus(Message):
 
     Counts are totals since the run started (they survive resume). ``env_fps`` is env frames
     consumed per second over the last interval. Episode means cover the last 100 episodes
-    (0 when there are none yet). ``done`` is set on the last status before a clean exit.
-    ``hints`` names the training hints firing now (:mod:`learner.hints`; texts in its log).
+    (0 when there are none yet); ``flag_rate`` is the fraction of them that reached the flag.
+    ``done`` is set on the last status before a clean exit. ``hints`` names the training hints
+    firing now (:mod:`learner.hints`; texts in its log).
     """
 
     TYPE: ClassVar[str] = "learner_status"
@@ -456,6 +457,7 @@ class LearnerStatus(Message):
     mean_policy_lag: float | None = None
     gpu_utilization: float | None = None
     hints: list[str] = field(default_factory=list)
+    flag_rate: float = 0.0
 
 
 @dataclass(frozen=True)
