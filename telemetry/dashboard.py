@@ -93,12 +93,11 @@ class FleetBoard:
             if isinstance(msg, Heartbeat):
                 self.peers[msg.key] = to_json(msg)
             elif isinstance(msg, LearnerStatus):
-                if (
-                    self.status is not None
-                    and msg.learner_run_id != self.status.get("learner_run_id")
-                    and msg.env_frames < self.status["env_frames"]
-                ):
-                    self.curves.clear()  # another run on these ports: its own curve
+                if self.status is not None and msg.learner_run_id != self.status["learner_run_id"]:
+                    # a new learner: a restart resumed from a checkpoint, or another run from 0.
+                    # Either way the points past its frame count are not its history
+                    while self.curves and (self.curves[-1][0] or 0) >= msg.env_frames:
+                        self.curves.pop()
                 self.status = to_json(msg)
                 if not self.curves or msg.env_frames != self.curves[-1][0]:
                     self.curves.append(tuple(float(getattr(msg, f)) for f in CURVE_FIELDS))

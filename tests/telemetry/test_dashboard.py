@@ -60,12 +60,14 @@ def test_the_board_keeps_one_row_per_process_and_one_curve_point_per_new_frame_c
     assert not board.snapshot(now=1.0 + dashboard.SILENT_AFTER_S)["answering"]
 
 
-def test_another_run_on_the_same_ports_starts_its_own_curve() -> None:
+def test_a_new_learner_rewinds_the_curve_to_its_frame_count() -> None:
     board = FleetBoard("tcp://127.0.0.1:5556")
-    board.on_message(status(5_000, run_id="a"))
-    board.on_message(status(6_000, run_id="b"))  # a restarted learner of the same run: kept
-    board.on_message(status(1_000, run_id="c"))  # frames went back: a new run
-    assert board.snapshot()["curves"]["env_frames"] == [1_000.0]
+    for frames in (1_000, 3_000, 5_000):
+        board.on_message(status(frames, run_id="a"))
+    board.on_message(status(3_000, run_id="b"))  # restarted from its checkpoint at 3,000
+    assert board.snapshot()["curves"]["env_frames"] == [1_000.0, 3_000.0]
+    board.on_message(status(0, run_id="c"))  # another run from the start: its own curve
+    assert board.snapshot()["curves"]["env_frames"] == [0.0]
 
 
 def test_a_long_run_keeps_its_whole_curve_at_lower_resolution(
