@@ -2,9 +2,8 @@
 health check, entrypoint scripts and environment variables behave as documented.
 
 Compose files are validated with ``docker compose config`` (v2) or Debian's ``docker-compose``
-(v1), installed with apt-get when missing and possible. YAML is parsed with PyYAML when the venv
-has it, else with the system Python's (``python3-yaml``, a dependency of Debian's
-docker-compose). A command "matches the CLI" when, run locally through this venv's Python with
+(v1; ``.ci/run`` installs it when missing: tests never install anything). YAML is parsed with
+PyYAML. A command "matches the CLI" when, run locally through this venv's Python with
 ``--help`` appended, it exits 0 and every ``--flag`` it uses appears in that help text (argparse
 stops at ``--help`` before rejecting unknown flags, hence the second check).
 """
@@ -60,64 +59,25 @@ def _works(argv: list[str]) -> bool:
         return False
 
 
-def _apt_install(package: str) -> str:
-    """Install a Debian package; returns "" on success, else why it could not be done."""
-    if shutil.which("apt-get") is None:
-        return "apt-get is not available"
-    if os.geteuid() != 0:
-        return "not root, so apt-get cannot install it"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env)
-        except subprocess.TimeoutExpired:
-            return f"{' '.join(argv)} timed out"
-        if done.returncode != 0:
-            return f"{' '.join(argv)} failed: {done.stderr.strip()[-300:]}"
-    return ""
-
-
 @pytest.fixture(scope="session")
 def compose() -> list[str]:
     """The compose validator's argv prefix: ``docker compose`` (v2) or ``docker-compose`` (v1)."""
     if _works(["docker", "compose", "version"]):
         return ["docker", "compose"]
-    if shutil.which("docker-compose") is None:
-        why = _apt_install("docker-compose")
-        if why:
-            pytest.skip(f"no compose validator: neither `docker compose` nor docker-compose, {why}")
-    if not _works(["docker-compose", "version"]):
-        pytest.skip("no compose validator: docker-compose is installed but does not run")
+    assert shutil.which("docker-compose"), (
+        "no compose validator: neither `docker compose` nor docker-compose; "
+        "apt-get install docker-compose (.ci/run does)"
+    )
+    assert _works(["docker-compose", "version"]), "docker-compose is installed but does not run"
     return ["docker-compose"]
-
-
-_SYSTEM_YAML = "import json, sys, yaml; json.dump(list(yaml.safe_load_all(sys.stdin)), sys.stdout)"
 
 
 @pytest.fixture(scope="session")
 def load_yaml() -> Any:
-    """``load_yaml(text) -> list of documents`` with PyYAML, in this venv or the system's."""
-    try:
-        import yaml  # type: ignore[import-untyped]
+    """``load_yaml(text) -> list of documents`` with PyYAML (in every install: optuna needs it)."""
+    import yaml  # type: ignore[import-untyped]
 
-        return lambda text: list(yaml.safe_load_all(text))
-    except ImportError:
-        pass
-    system = next((p for p in ("/usr/bin/python3", shutil.which("python3")) if p), None)
-    if system is None or not _works([system, "-c", "import yaml"]):
-        why = _apt_install("python3-yaml")
-        system = "/usr/bin/python3"
-        if why or not _works([system, "-c", "import yaml"]):
-            pytest.skip(f"no YAML parser: PyYAML is not in the venv and python3-yaml: {why}")
-
-    def load(text: str) -> list[Any]:
-        done = subprocess.run(
-            [system, "-c", _SYSTEM_YAML], input=text, capture_output=True, text=True, timeout=60
-        )
-        assert done.returncode == 0, f"YAML does not parse: {done.stderr}"
-        return json.loads(done.stdout)
-
-    return load
+    return lambda text: list(yaml.safe_load_all(text))
 
 
 def _clean_env() -> dict[str, str]:
