@@ -598,6 +598,15 @@ class Config:
     eval: EvalConfig = EvalConfig()
     replay: ReplayConfig = ReplayConfig()
 
+    def __post_init__(self) -> None:
+        # rules across sections run here, at load time, so the launcher refuses before it starts
+        # anything (and dataclasses.replace checks them too)
+        if self.replay.enabled and self.learner.returns == "gae":
+            raise ConfigError(
+                "learner.returns: gae assumes on-policy data but replayed unrolls are "
+                "off-policy; use learner.returns = vtrace with replay.enabled"
+            )
+
     @property
     def env_frames_per_update(self) -> int:
         """Env frames consumed by one learner update: B * T * frames per agent step."""

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from configs.schema import Config, ConfigError
+from configs.schema import Config
 from learner import batching, losses, schedules
 from learner.collate import Batch, collate, last_actions
 from learner.replay import PrioritizedReplay
@@ -76,8 +76,6 @@ class Learner:
             uint8 for (C, H, W) images, float32 for vectors, as :func:`actor.env.observation_spec`.
 
     Raises:
-        ConfigError: ``learner.returns = "gae"`` together with ``replay.enabled`` (replayed
-            unrolls are off-policy; GAE would be biased).
         ValueError: as :func:`models.build_model` for a model that does not fit.
     """
 
@@ -90,11 +88,6 @@ class Learner:
         obs_dtype: np.dtype | type | str | None = None,
     ) -> None:
         lc, rc = config.learner, config.replay
-        if rc.enabled and lc.returns == "gae":
-            raise ConfigError(
-                "learner.returns: gae assumes on-policy data but replayed unrolls are "
-                "off-policy; use learner.returns = vtrace with replay.enabled"
-            )
         self.config = config
         self.device = torch.device(device)
         self.model = build_model(config.model, obs_shape, num_actions).to(self.device)

@@ -3,6 +3,7 @@ per-unroll loss weights, and checkpoints that resume exactly."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -16,7 +17,6 @@ from learner.learner import Learner
 from learner.targets import bootstrap_inputs, return_targets
 from learner.vtrace import gae
 from tests.learner.builders import (
-    OBS_SHAPE,
     config,
     learner,
     params,
@@ -279,6 +279,9 @@ def test_gae_is_what_the_learner_trains_on() -> None:
     )
 
 
-def test_gae_with_replay_is_refused() -> None:
-    with pytest.raises(schema.ConfigError, match=r"learner\.returns"):
-        Learner(config(learner__returns="gae", replay__enabled=True), OBS_SHAPE, 2, "cpu")
+def test_gae_with_replay_is_refused_when_the_config_is_built() -> None:
+    with pytest.raises(schema.ConfigError, match=r"learner\.returns: gae assumes on-policy"):
+        config(learner__returns="gae", replay__enabled=True)
+    vtrace = config(replay__enabled=True)
+    with pytest.raises(schema.ConfigError, match=r"learner\.returns"):  # replace() checks too
+        dataclasses.replace(vtrace, learner=dataclasses.replace(vtrace.learner, returns="gae"))
