@@ -599,8 +599,16 @@ class Config:
     replay: ReplayConfig = ReplayConfig()
 
     def __post_init__(self) -> None:
-        # rules across sections run here, at load time, so the launcher refuses before it starts
-        # anything (and dataclasses.replace checks them too)
+        # Every field is checked here, not only in from_dict: a Config made any other way
+        # (dataclasses.replace in code and tests) meets the same types and bounds.
+        for path, f, typ in iter_fields():
+            section_name, name = path.split(".")
+            section = getattr(self, section_name)
+            value = _coerce(path, getattr(section, name), typ, dict(f.metadata))
+            if value is not getattr(section, name):
+                object.__setattr__(section, name, value)  # normalised (int -> float, list -> tuple)
+        # rules across sections run here too, at load time, so the launcher refuses before it
+        # starts anything
         if self.replay.enabled and self.learner.returns == "gae":
             raise ConfigError(
                 "learner.returns: gae assumes on-policy data but replayed unrolls are "
@@ -666,7 +674,8 @@ def _coerce(path: str, value: Any, typ: type, meta: dict[str, Any]) -> Any:
 def from_dict(data: dict[str, Any]) -> Config:
     """Build a validated :class:`Config` from nested dicts (e.g. parsed TOML).
 
-    Missing fields take their defaults.
+    Missing fields take their defaults. (Building a :class:`Config` in any way checks every
+    field's type and bounds and the cross-section rules; this adds unknown sections and keys.)
 
     Raises:
         ConfigError: for an unknown section or key, a wrong type, or an out-of-range value;

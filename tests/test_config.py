@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 from pathlib import Path
 
@@ -128,3 +129,13 @@ def test_valid_endpoints_load() -> None:
             {"network.trajectory_endpoint": trajectory, "network.broadcast_endpoint": broadcast},
         ).network
         assert (network.trajectory_endpoint, network.broadcast_endpoint) == (trajectory, broadcast)
+
+
+def test_a_config_built_by_replace_is_checked_like_a_loaded_one() -> None:
+    base = schema.load(None)
+    with pytest.raises(schema.ConfigError, match=r"learner\.discount: must be <= 1, got 1\.5"):
+        dataclasses.replace(base, learner=dataclasses.replace(base.learner, discount=1.5))
+    with pytest.raises(schema.ConfigError, match=r"env\.actions: expected one of"):
+        dataclasses.replace(base, env=dataclasses.replace(base.env, actions="all"))
+    lr = dataclasses.replace(base, learner=dataclasses.replace(base.learner, learning_rate=1))
+    assert isinstance(lr.learner.learning_rate, float)  # normalised as from_dict does
