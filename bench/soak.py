@@ -5,12 +5,14 @@ Run: ``uv run python -m bench.soak --minutes 10 --kill-every 30 [--actors 2]
 will not reach), SIGKILLs a random actor every ``--kill-every`` seconds and the learner once at
 ``--kill-learner-at`` of the run (0 = never; the launcher restarts it from its checkpoint),
 stops the run cleanly at the end, and prints one JSON line from the final learner's counters:
-``updates``, ``actors_restarted``, ``learner_restarts``, ``sent``, ``accepted``, ``rejected``,
+``updates``, ``actors_restarted``, ``learner_restarts``, ``sent``, ``accepted``, ``rejected``
+(every rejected message), ``rejected_unrolls`` (the rejected unrolls among them),
 ``dropped_stale``, ``duplicates``, ``lost`` (unroll sequence numbers never received; must be
 0), ``learner_rss_start_mb`` (one minute after the final learner started),
 ``learner_rss_end_mb`` and their ratio ``learner_rss_ratio``. ``sent`` counts unrolls as the
 final learner saw them numbered by each actor incarnation (counters start afresh with each
-learner incarnation), so ``sent == accepted + rejected + dropped_stale + duplicates + lost``.
+learner incarnation), so ``sent == accepted + rejected_unrolls + dropped_stale + lost``
+(``duplicates`` repeat a number already in ``sent``; honest actors send none).
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         "sent": int(counters["sent"]),
         "accepted": int(counters["accepted"]),
         "rejected": int(counters["rejected"]),
+        "rejected_unrolls": int(counters["rejected_unrolls"]),
         "dropped_stale": int(counters["dropped_stale"]),
         "duplicates": int(counters["duplicates"]),
         "lost": int(counters["lost"]),

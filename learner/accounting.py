@@ -28,13 +28,18 @@ greedy episodes are kept out of every windowed figure."""
 class Accounting:
     """What became of every unroll received; exported to status, heartbeats and TensorBoard.
 
-    Every trajectory message lands in exactly one bucket, so
-    ``received == accepted + rejected_total + dropped_stale + duplicates``.
+    ``rejected`` counts every rejected message by ``field:reason``: unrolls, and also hellos,
+    undecodable frames and unexpected types, which carry no sequence number.
+    ``rejected_unrolls`` counts only the rejected unrolls whose sequence number was recorded,
+    so for every peer, hostile ones included,
+    ``sent == accepted + rejected_unrolls + dropped_stale + lost`` (``duplicates`` repeat a
+    number already counted in ``sent``).
     """
 
     accepted: int = 0
     accepted_by_actor: Counter[int] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
+    rejected_unrolls: int = 0
     dropped_stale: int = 0
     duplicates: int = 0
     # per actor incarnation (actor_id, run_id): [distinct seqs received, first seq, highest]
@@ -77,6 +82,7 @@ class Accounting:
         out: dict[str, float] = {
             "accepted": self.accepted,
             "rejected": self.rejected_total,
+            "rejected_unrolls": self.rejected_unrolls,
             "dropped_stale": self.dropped_stale,
             "duplicates": self.duplicates,
             "sent": self.sent,

@@ -351,6 +351,7 @@ class LearnerServer:
     # -- messages ------------------------------------------------------------------------
     def _handle(self, identity: bytes, frames: list[Any]) -> None:
         now = time.monotonic()
+        numbered = False  # an unroll whose seq is recorded: its rejection is a rejected unroll
         try:
             try:
                 msg = decode(frames)
@@ -366,13 +367,14 @@ class LearnerServer:
                         self.credits.settle_unread(identity)  # ids not its hello's: not counted
                         raise
                     # an unknown peer's unroll (the learner restarted under it) is counted like
-                    # any other, so sent = accepted + rejected + dropped_stale + duplicates
+                    # any other, so sent = accepted + rejected_unrolls + dropped_stale + lost
                     # holds; spend() below rejects it as unknown_peer
                 self._touch(f"actor:{msg.actor_id}", now)
                 if not self.accounting.record_seq(msg.actor_id, msg.run_id, msg.seq):
                     self.accounting.duplicates += 1
                     self.credits.settle_unread(identity)
                     return
+                numbered = True
                 self.credits.spend(identity)
                 try:
                     self.spec.validate(msg)
@@ -386,6 +388,7 @@ class LearnerServer:
                     raise
         except ProtocolError as exc:
             self.accounting.rejected[f"{exc.field}:{exc.reason}"] += 1
+            self.accounting.rejected_unrolls += int(numbered)
             log.warning("rejected a message: %s", exc)
             if exc.reason == "unknown_peer":
                 transport.send(self.router, Rejoin(learner_run_id=self.run_id), prefix=[identity])

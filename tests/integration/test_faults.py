@@ -63,8 +63,8 @@ def test_killed_actor_and_killed_learner_are_restarted_and_nothing_is_lost(
     counters = learner_counters(run_dir)
     assert counters["lost"] == 0
     assert counters["sent"] == (
-        counters["accepted"] + counters["rejected"] + counters["dropped_stale"]
-        + counters["duplicates"]
+        counters["accepted"] + counters["rejected_unrolls"] + counters["dropped_stale"]
+        + counters["lost"]
     )  # fmt: skip
 
 

@@ -194,6 +194,12 @@ def test_fuzzing_a_live_learner_is_counted_and_harmless(tmp_path: Path, endpoint
     ):  # fmt: skip
         assert counters.get(f"rejected:{reason}", 0) > 0, reason
     assert counters["lost"] == 0
+    # every numbered unroll, the hostile peer's too, ends in exactly one bucket
+    assert counters["sent"] == (
+        counters["accepted"] + counters["rejected_unrolls"] + counters["dropped_stale"]
+        + counters["lost"]
+    ), counters  # fmt: skip
+    assert counters["rejected_unrolls"] < counters["rejected"]  # hellos, garbage: no seq
     # the version stayed the learner's own, and the weights it trained and saved are finite
     assert int((run_dir / "policy_version").read_text()) < 10**9
     newest = max((run_dir / "checkpoints").glob("*.pt"), key=lambda f: f.stat().st_mtime)

@@ -97,6 +97,20 @@ def test_a_bad_unroll_is_rejected_and_its_credit_returns(
     assert server.accounting.accepted_by_actor == {7: 1}  # never counted to a claimed id
 
 
+def test_the_unroll_counters_add_up_whatever_a_hostile_peer_sends(server: LearnerServer) -> None:
+    server._handle(ID, hello(num_envs=9999))  # a rejected hello: no seq, not an unroll
+    server._handle(ID, [b"\x80garbage"])  # undecodable: no seq either
+    server._handle(ID, hello())
+    server._handle(ID, unroll(server, 0))  # accepted
+    server._handle(ID, unroll(server, 1, reward=np.full(T, 3e38, np.float32)))  # a bad unroll
+    server._handle(ID, unroll(server, 1))  # its seq again: a duplicate
+    server._handle(ID, unroll(server, 2, actor_id=424242))  # not its hello's id: no seq taken
+    acc = server.accounting
+    assert (acc.accepted, acc.rejected_unrolls, acc.duplicates, acc.lost) == (1, 1, 1, 0)
+    assert acc.rejected_total == 4  # the hello, the garbage, the bad unroll, the foreign id
+    assert acc.sent == acc.accepted + acc.rejected_unrolls + acc.dropped_stale + acc.lost
+
+
 def test_the_version_file_is_written_before_a_version_is_published(
     server: LearnerServer,
 ) -> None:
