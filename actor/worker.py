@@ -245,7 +245,7 @@ class Actor:
                     self.options.actor_id, self.options.learner, waiting_for,
                     max(0.0, deadline - now),
                 )  # fmt: skip
-            remaining = deadline - time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 raise LearnerLost(
                     f"no answer from the learner at {self.options.learner} within "

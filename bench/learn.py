@@ -328,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
 
     shown = progress.episodes  # true-start episodes logged up to the end
+    greedy = progress.figures()  # greedy envs' episodes: not in the progress lines' keys
     curve = run_dir / CURVE_FILE
     budget = f"{frames / 1e6:g}M frames" if frames is not None else f"{args.minutes:g} min"
     plot_curve(
@@ -359,8 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         "first_flag_frames": final["first_flag_frames"],
         "mean_return": final["mean_return"],
         "restored_episodes": progress.restored_episodes,
-        "greedy_episodes": len(progress.greedy_episodes),
-        "greedy_flag_rate": progress.figures()["greedy_flag_rate"],
+        "greedy_episodes": greedy["greedy_episodes"],
+        "greedy_flag_rate": greedy["greedy_flag_rate"],
         "eval_episodes": final_eval.episodes if final_eval else None,
         "eval_clear_rate_greedy": final_eval.clear_rate["greedy"] if final_eval else None,
         "eval_clear_rate_sampled": final_eval.clear_rate["sampled"] if final_eval else None,

@@ -604,8 +604,9 @@ class Config:
         for path, f, typ in iter_fields():
             section_name, name = path.split(".")
             section = getattr(self, section_name)
-            value = _coerce(path, getattr(section, name), typ, dict(f.metadata))
-            if value is not getattr(section, name):
+            old = getattr(section, name)
+            value = _coerce(path, old, typ, dict(f.metadata))
+            if type(value) is not type(old) or value != old:
                 object.__setattr__(section, name, value)  # normalised (int -> float, list -> tuple)
         # rules across sections run here too, at load time, so the launcher refuses before it
         # starts anything

@@ -290,6 +290,16 @@ class Launcher:
             else _NullLive()
         )
         with live_view as live:
+
+            def show(line: str) -> None:
+                """The progress line: live in a terminal, else printed every log interval."""
+                nonlocal last_plain
+                if interactive:
+                    live.update(Text(line), refresh=True)
+                elif time.monotonic() - last_plain >= self.config.run.log_interval_s:
+                    last_plain = time.monotonic()
+                    self.console.print(line, highlight=False)
+
             while not self.stopping:
                 if sub.poll(200):
                     try:
@@ -304,22 +314,10 @@ class Launcher:
                             continue  # another run's learner on our ports: not our progress
                         self.status = msg
                         last_status = time.monotonic()
-                        line = progress_line(msg)
-                        if interactive:
-                            live.update(Text(line), refresh=True)
-                        elif time.monotonic() - last_plain >= self.config.run.log_interval_s:
-                            last_plain = time.monotonic()
-                            self.console.print(line, highlight=False)
+                        show(progress_line(msg))
                 silent = time.monotonic() - last_status
-                if silent >= WAITING_AFTER_S and (
-                    interactive or time.monotonic() - last_plain >= self.config.run.log_interval_s
-                ):
-                    line = waiting_line(self.trajectory_endpoint, silent, len(self.actors))
-                    if interactive:
-                        live.update(Text(line), refresh=True)
-                    else:
-                        last_plain = time.monotonic()
-                        self.console.print(line, highlight=False)
+                if silent >= WAITING_AFTER_S:
+                    show(waiting_line(self.trajectory_endpoint, silent, len(self.actors)))
                 try:
                     if self._supervise():
                         break

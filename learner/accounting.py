@@ -149,10 +149,13 @@ class EpisodeWindow:
             }
             self._log.write(json.dumps(record) + "\n")
 
-    def mean(self, attr: str) -> float:
-        if not self.recent:
+    def mean(self, attr: str, window: deque[EpisodeStats] | None = None) -> float:
+        """Mean of ``attr`` over ``window`` (default ``recent``; or ``recent_restored``,
+        ``recent_greedy``); 0.0 for an empty window."""
+        window = self.recent if window is None else window
+        if not window:
             return 0.0
-        return float(np.mean([getattr(s, attr) for s in self.recent]))
+        return float(np.mean([getattr(s, attr) for s in window]))
 
     def close(self) -> None:
         if self._log is not None:

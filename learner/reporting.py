@@ -108,12 +108,8 @@ class Reporter:
         ):
             if recent:
                 w.add_scalar(f"episode_{kind}/count", count, step)
-                w.add_scalar(
-                    f"episode_{kind}/x_pos", float(np.mean([s.max_x_pos for s in recent])), step
-                )
-                w.add_scalar(
-                    f"episode_{kind}/flag_rate", float(np.mean([s.flag_get for s in recent])), step
-                )
+                w.add_scalar(f"episode_{kind}/x_pos", episodes.mean("max_x_pos", recent), step)
+                w.add_scalar(f"episode_{kind}/flag_rate", episodes.mean("flag_get", recent), step)
         if self._lags:
             w.add_scalar("policy_lag/mean", float(np.mean([m for m, _ in self._lags])), step)
             w.add_scalar("policy_lag/max", max(m for _, m in self._lags), step)
@@ -155,9 +151,7 @@ class Reporter:
             "restored_episodes": int(episodes.restored),
             "greedy_episodes": int(episodes.greedy),
             "greedy_flag_rate": _finite(
-                float(np.mean([s.flag_get for s in episodes.recent_greedy]))
-                if episodes.recent_greedy
-                else None
+                episodes.mean("flag_get", greedy) if (greedy := episodes.recent_greedy) else None
             ),
             "avg_return": _finite(episodes.mean("episode_return") if returns else None),
             "recent_return_p50": _finite(percentiles[0]),
