@@ -43,9 +43,12 @@ def progress_line(s: LearnerStatus) -> str:
     )
 
 
-def waiting_line(endpoint: str, seconds: float, actors: int) -> str:
+def waiting_line(endpoint: str, seconds: float, actors: int, own_learner: bool = False) -> str:
     """The progress line while no status has come from the learner for ``seconds``: the
-    launcher's actors keep saying hello (each gives up after ``actor.connect_timeout_s``)."""
+    launcher's actors keep saying hello (each gives up after ``actor.connect_timeout_s``).
+    With ``own_learner`` (the launcher started it) the learner is still starting up."""
+    if own_learner:
+        return f"starting: no status from the learner at {endpoint} yet ({seconds:.0f} s)"
     who = f"{actors} actor{'s' if actors != 1 else ''}" if actors else "the launcher"
     return (
         f"waiting for the learner at {endpoint}: no status for {seconds:.0f} s "

@@ -317,7 +317,12 @@ class Launcher:
                         show(progress_line(msg))
                 silent = time.monotonic() - last_status
                 if silent >= WAITING_AFTER_S:
-                    show(waiting_line(self.trajectory_endpoint, silent, len(self.actors)))
+                    show(
+                        waiting_line(
+                            self.trajectory_endpoint, silent, len(self.actors),
+                            own_learner=self.learner is not None and self.status is None,
+                        )
+                    )  # fmt: skip
                 try:
                     if self._supervise():
                         break
