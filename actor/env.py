@@ -20,6 +20,8 @@ Mario pipeline (``cfg.is_mario``), outermost last::
        cfg.frame_skip NES frames (rewards summed), max-pool the last two, grayscale, resize to
        cfg.resolution square (cv2.INTER_AREA), stack cfg.frame_stack
        -> obs (frame_stack, res, res) uint8, oldest frame first
+    -> StallTermination(cfg.stall_steps agent steps without a new best x_pos), only if > 0
+       (actor/stall.py): ends the episode as terminated
     -> TimeLimit(cfg.max_episode_steps agent steps), only if > 0
     -> EpisodeInfo (trimmed info + ``info["episode"]`` on the last step of an episode)
 
@@ -73,6 +75,7 @@ from actor.preprocessing import (
     NESFrameTap,
     gymnasium_mario_preprocessing,
 )
+from actor.stall import StallTermination
 from configs.schema import EnvConfig
 
 Preprocessing = Literal["fused", "gymnasium"]
@@ -345,6 +348,8 @@ def make_env(
     """
     if cfg.is_mario:
         env = _make_mario(cfg, render_mode, preprocessing, frame_hook)
+        if cfg.stall_steps > 0:
+            env = StallTermination(env, cfg.stall_steps)
         if cfg.max_episode_steps > 0:
             env = TimeLimit(env, cfg.max_episode_steps)
     else:

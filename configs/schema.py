@@ -110,6 +110,13 @@ class EnvConfig:
     max_episode_steps: int = option(
         0, "Truncate episodes after this many agent steps; 0 = the env's own limit.", ge=0
     )
+    stall_steps: int = option(
+        0,
+        "Mario: end an episode as terminated (no bootstrap) after this many agent steps "
+        "without a new best x_pos, so an agent stuck at a pipe stops there (actor/stall.py). "
+        "0 = off.",
+        ge=0,
+    )
     reward_shaping: bool = option(
         False,
         "Mario: replace the env reward (its clipped sum of components) by the weighted sum "
