@@ -1,23 +1,39 @@
-"""Learner throughput: env frames consumed per second by ``Learner.step``.
+"""Learner throughput: env frames consumed per second, in process or over the real sockets.
 
 Run: ``uv run python -m bench.learner_throughput --seconds 20 [--config C] [--batch-size B]
-[--replay-ratio R] [--amp bf16] [--compile] [--grad-accumulation N]``.
-Prints one JSON line with ``frames_per_s`` (fresh env frames consumed: B_fresh * T * frame skip
-per update, which is what the actors must supply), ``updates_per_s``, ``device``, ``batch``
-([T+1, B, *obs_shape] of the observations trained on per update) and ``replay`` (null, or the
-ratio, fresh/replayed unrolls per update and the replay's size).
+[--replay-ratio R] [--amp bf16] [--compile] [--grad-accumulation N] [--actors N]``.
 
-Batches are synthetic unrolls built from the run's trajectory spec (random frames shared along
-the frame stack as the real env's are, random actions and logits) and go through the same
-:meth:`Learner.step` the server calls, so the figure covers collation, host-to-device copy, the
+In process (no ``--actors``): prints one JSON line with ``frames_per_s`` (fresh env frames
+consumed: B_fresh * T * frame skip per update, which is what the actors must supply),
+``updates_per_s``, ``device``, ``batch`` ([T+1, B, *obs_shape] of the observations trained on
+per update) and ``replay`` (null, or the ratio, fresh/replayed unrolls per update and the
+replay's size). Batches are synthetic unrolls of the run's layout (:mod:`bench.synthetic`) and go
+through :meth:`Learner.step`, so the figure covers collation, host-to-device copy, the
 forward/backward pass, V-trace and the optimiser step, and with replay also sampling,
 reconstruction and pushing of unrolls and the priority updates, without the sockets.
+
+Over sockets (``--actors N``): first the in-process figure as above, then a real
+:class:`learner.server.LearnerServer` on two free loopback ports fed by N fake actor processes
+(:mod:`bench.fake_actor`: hello, credits and synthetic unrolls over ZeroMQ, as fast as credits
+allow), measured for ``--seconds`` after a warm-up (``--warmup`` seconds, and until the replay
+holds ``replay.min_size``). Its JSON adds ``actors``, ``in_process_frames_per_s``,
+``vs_in_process`` (sockets / in process, from the unrounded figures), ``policy_lag_mean`` and
+``policy_lag_max`` (versions, over the window's updates), ``weights_per_s`` and
+``weight_mb_per_s`` (broadcasts), ``gpu_utilization_mean`` (percent, NVML; null without it),
+``prefetch`` and ``time_split``: the learner main thread's share of the window spent
+``wait`` (polling with nothing to train on), ``receive`` (decode, validation, accounting),
+``prepare`` (on the main thread, prefetch off), ``prepare_wait`` (for the worker's batch),
+``train``, ``publish`` and ``other``, plus ``prepare_worker`` (the prefetch thread's busy share).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import multiprocessing
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,56 +42,27 @@ import numpy as np
 import torch
 
 from actor.env import num_actions, observation_spec
+from bench import fake_actor
+from bench.synthetic import synthetic_unrolls
 from configs import schema
 from configs.cli import DEFAULT_CONFIG
 from learner.learner import Learner
-from protocol.messages import Trajectory, TrajectorySpec
-
-
-def synthetic_unrolls(spec: TrajectorySpec, count: int, seed: int = 0) -> list[Trajectory]:
-    """``count`` valid random trajectories for ``spec`` (one in four ends an episode).
-
-    Image observations are windows over one random frame sequence (``obs[t]`` shares
-    stack - 1 frames with ``obs[t-1]``), like the real frame stack, so the replay's frame
-    de-duplication sees realistic data.
-    """
-    rng = np.random.default_rng(seed)
-    t_len, shape = spec.unroll_length, spec.obs_shape
-    out = []
-    for i in range(count):
-        arrays = spec.empty()
-        if len(shape) == 3 and spec.obs_dtype == np.uint8:
-            stack = shape[0]
-            frames = rng.integers(0, 256, (t_len + stack, *shape[1:]), dtype=np.uint8)
-            for t in range(t_len + 1):
-                arrays["obs"][t] = frames[t : t + stack]
-        elif spec.obs_dtype == np.uint8:
-            arrays["obs"][:] = rng.integers(0, 256, arrays["obs"].shape, dtype=np.uint8)
-        else:
-            arrays["obs"][:] = rng.normal(size=arrays["obs"].shape)
-        arrays["action"][:] = rng.integers(0, spec.num_actions, t_len)
-        arrays["reward"][:] = rng.normal(size=t_len)
-        arrays["behaviour_logits"][:] = rng.normal(size=arrays["behaviour_logits"].shape)
-        if i % 4 == 0:
-            arrays["terminated"][t_len // 2] = True
-        out.append(Trajectory(actor_id=0, run_id="bench", seq=i, env_index=0, **arrays))
-    return out
+from learner.server import LearnerServer
+from protocol import transport
+from telemetry.gpu import NvmlSampler
 
 
 def measure(config: schema.Config, seconds: float, warmup_updates: int = 3) -> dict[str, Any]:
-    """Run ``Learner.step`` on synthetic unrolls for ``seconds``; return the JSON figures.
+    """Run ``Learner.step`` on synthetic unrolls for ``seconds``; return the JSON figures
+    (plus ``frames_per_s_exact``, unrounded, for ratios).
 
     With replay, the replay is first filled with the synthetic pool so that every measured
     update samples (``replay.min_size`` permitting).
     """
     obs_shape, obs_dtype = observation_spec(config.env)
     device = config.learner.resolved_device
-    actions = num_actions(config.env)
-    learner = Learner(config, obs_shape, actions, device, obs_dtype)
-    spec = TrajectorySpec(
-        config.actor.unroll_length, obs_shape, np.dtype(obs_dtype), actions,
-        tuple(learner.model.state_shape),
-    )  # fmt: skip
+    learner = Learner(config, obs_shape, num_actions(config.env), device, obs_dtype)
+    spec = learner.spec
     b, n = config.learner.batch_size, learner.fresh_per_step
     pool = synthetic_unrolls(spec, 4 * b)
     groups = [pool[i * n : (i + 1) * n] for i in range(len(pool) // n)]
@@ -102,6 +89,7 @@ def measure(config: schema.Config, seconds: float, warmup_updates: int = 3) -> d
         }
     return {
         "frames_per_s": round(updates * learner.frames_per_update / elapsed, 1),
+        "frames_per_s_exact": updates * learner.frames_per_update / elapsed,
         "updates_per_s": round(updates / elapsed, 3),
         "device": device,
         "batch": [spec.unroll_length + 1, b, *obs_shape],
@@ -111,6 +99,136 @@ def measure(config: schema.Config, seconds: float, warmup_updates: int = 3) -> d
         "amp": config.learner.amp,
         "compile": config.learner.compile,
         "grad_accumulation": config.learner.grad_accumulation,
+        "torch_threads": torch.get_num_threads(),
+        "updates": updates,
+        "seconds": round(elapsed, 2),
+    }
+
+
+_SPLIT = ("wait_s", "receive_s", "prepare_s", "prepare_wait_s", "train_s", "publish_s")
+
+
+def _sockets_config(config: schema.Config) -> schema.Config:
+    """``config`` on two fresh loopback ports, with a budget and checkpoints out of the way."""
+    data = schema.to_dict(config)
+    data["network"] = {
+        **data.get("network", {}),
+        "trajectory_endpoint": f"tcp://127.0.0.1:{transport.free_tcp_port()}",
+        "broadcast_endpoint": f"tcp://127.0.0.1:{transport.free_tcp_port()}",
+    }
+    data["run"] = {**data.get("run", {}), "total_env_frames": 10**15,
+                   "checkpoint_interval_s": 10**9}  # fmt: skip
+    data["security"] = {**data.get("security", {}), "curve": False}
+    return schema.from_dict(data)
+
+
+def measure_sockets(
+    config: schema.Config, seconds: float, actors: int, warmup_s: float = 5.0
+) -> dict[str, Any]:
+    """A :class:`LearnerServer` fed by ``actors`` fake actor processes; the JSON figures of
+    the module docstring (without the in-process ones).
+
+    Raises:
+        RuntimeError: the learner thread died, or no update happened within the warm-up
+            plus 120 s (the fake actors could not connect).
+    """
+    config = _sockets_config(config)
+    spawn = multiprocessing.get_context("spawn")  # no forked torch or ZeroMQ state
+    slack = 300.0
+    procs = [
+        spawn.Process(
+            target=fake_actor.run,
+            args=(schema.to_dict(config), i, warmup_s + seconds + slack),
+            daemon=True,
+        )
+        for i in range(actors)
+    ]
+    with tempfile.TemporaryDirectory(prefix="learner-bench-") as tmp:
+        server = LearnerServer(config, Path(tmp))
+        lags: list[tuple[float, float]] = []
+        record = server.reporter.record_update
+
+        def record_with_lag(metrics: dict[str, float], lag_mean: float, lag_max: float) -> None:
+            lags.append((lag_mean, lag_max))
+            record(metrics, lag_mean, lag_max)
+
+        server.reporter.record_update = record_with_lag  # type: ignore[method-assign]
+        errors: list[BaseException] = []
+
+        def serve() -> None:
+            try:
+                server.run()
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=serve, name="learner", daemon=True)
+        for proc in procs:
+            proc.start()
+        thread.start()
+        try:
+            min_size = config.replay.min_size if server.learner.replay is not None else 0
+            deadline = time.monotonic() + warmup_s + 120.0
+            warm_from = None
+            while True:
+                if errors or not thread.is_alive():
+                    raise RuntimeError(f"the learner stopped during the warm-up: {errors}")
+                replay = server.learner.replay
+                filled = replay is None or len(replay) >= min_size
+                if server.learner.updates > 0 and filled:
+                    warm_from = warm_from or time.monotonic()
+                    if time.monotonic() - warm_from >= warmup_s:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("no update within the warm-up: did the actors connect?")
+                time.sleep(0.05)
+            gpu = NvmlSampler()
+            utils: list[float] = []
+            t0, frames0, updates0 = time.perf_counter(), server.env_frames, server.learner.updates
+            timing0 = dataclasses.replace(server.timing)
+            worker0 = server._prefetch.prepare_s if server._prefetch is not None else 0.0
+            lags0 = len(lags)
+            while time.perf_counter() - t0 < seconds:
+                time.sleep(0.5)
+                for stats in gpu.sample() or []:
+                    if stats.utilization is not None:
+                        utils.append(stats.utilization)
+            elapsed = time.perf_counter() - t0
+            frames, updates = server.env_frames - frames0, server.learner.updates - updates0
+            timing = server.timing
+            worker = server._prefetch.prepare_s if server._prefetch is not None else 0.0
+            window_lags = lags[lags0:]
+        finally:
+            server.stopping = True
+            thread.join(timeout=60)
+            server.close()
+            for proc in procs:
+                proc.terminate()
+                proc.join(timeout=10)
+    split = {
+        key.removesuffix("_s"): (getattr(timing, key) - getattr(timing0, key)) / elapsed
+        for key in _SPLIT
+    }
+    split["other"] = max(0.0, 1.0 - sum(split.values()))
+    split["prepare_worker"] = (worker - worker0) / elapsed
+    published = timing.weights_published - timing0.weights_published
+    sent_bytes = timing.weight_bytes - timing0.weight_bytes
+    return {
+        "actors": actors,
+        "frames_per_s": frames / elapsed,
+        "updates_per_s": updates / elapsed,
+        "policy_lag_mean": float(np.mean([m for m, _ in window_lags])) if window_lags else None,
+        "policy_lag_max": max((m for _, m in window_lags), default=None),
+        "weights_per_s": published / elapsed,
+        "weight_mb_per_s": sent_bytes / elapsed / 1e6,
+        "gpu_utilization_mean": float(np.mean(utils)) if utils else None,
+        "prefetch": config.learner.prefetch,
+        "time_split": {key: round(value, 4) for key, value in split.items()},
+        "device": config.learner.resolved_device,
+        "torso": config.model.torso,
+        "amp": config.learner.amp,
+        "compile": config.learner.compile,
+        "batch_size": config.learner.batch_size,
+        "replay_ratio": config.replay.ratio if config.replay.enabled else None,
         "torch_threads": torch.get_num_threads(),
         "updates": updates,
         "seconds": round(elapsed, 2),
@@ -135,7 +253,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--grad-accumulation", type=int, default=None, help="override learner.grad_accumulation"
     )
+    parser.add_argument(
+        "--actors", type=int, default=None,
+        help="also measure a real learner server fed by this many fake actor processes",
+    )  # fmt: skip
+    parser.add_argument(
+        "--warmup", type=float, default=5.0, help="seconds of warm-up before a socket window"
+    )
+    parser.add_argument("--no-prefetch", action="store_true", help="set learner.prefetch false")
     args = parser.parse_args(argv)
+    if args.actors is not None and args.actors < 1:
+        parser.error(f"--actors: must be >= 1, got {args.actors}")
     overrides: dict[str, Any] = {}
     for key, value in (
         ("learner.batch_size", args.batch_size),
@@ -152,8 +280,29 @@ def main(argv: list[str] | None = None) -> None:
         overrides["replay.enabled"] = True
         overrides["replay.ratio"] = args.replay_ratio
         overrides["replay.min_size"] = 0
+    if args.no_prefetch:
+        overrides["learner.prefetch"] = False
     config = schema.load(args.config, overrides)
-    print(json.dumps(measure(config, args.seconds)))
+    if config.learner.resolved_device == "cpu" and config.learner.num_threads:
+        torch.set_num_threads(config.learner.num_threads)  # as the learner process does
+    in_process = measure(config, args.seconds)
+    exact = in_process.pop("frames_per_s_exact")
+    if args.actors is None:
+        print(json.dumps(in_process))
+        return
+    sockets = measure_sockets(config, args.seconds, args.actors, args.warmup)
+    ratio = sockets["frames_per_s"] / exact
+    out = {
+        **sockets,
+        "frames_per_s": round(sockets["frames_per_s"], 1),
+        "updates_per_s": round(sockets["updates_per_s"], 3),
+        "in_process_frames_per_s": in_process["frames_per_s"],
+        "vs_in_process": round(ratio, 3),
+    }
+    for key in ("policy_lag_mean", "weights_per_s", "weight_mb_per_s", "gpu_utilization_mean"):
+        if out[key] is not None:
+            out[key] = round(out[key], 3)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -335,6 +335,11 @@ class LearnerConfig:
         "broadcast is one message fanned out to all actors; actors load only the newest.",
         ge=0,
     )
+    prefetch: bool = option(
+        True,
+        "Prepare the next update's batch (replay sampling, collation, the copy to the device) "
+        "on a worker thread while the current update trains (learner/pipeline.py).",
+    )
     credits_per_env: int = option(
         2,
         "Flow control: unrolls each actor env may have in flight (sent, not yet consumed). "

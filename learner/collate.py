@@ -61,8 +61,19 @@ class Batch(NamedTuple):
         return int(self.action.shape[1])
 
 
-def collate(trajectories: Sequence[Trajectory], device: torch.device | str = "cpu") -> Batch:
+def collate(
+    trajectories: Sequence[Trajectory],
+    device: torch.device | str = "cpu",
+    pin_memory: bool = False,
+) -> Batch:
     """Stack B validated trajectories into a time-major :class:`Batch` on ``device``.
+
+    Args:
+        trajectories: B validated unrolls of one layout.
+        device: where the batch's tensors go.
+        pin_memory: stack the per-step fields straight into page-locked host memory, so
+            their copies to a CUDA ``device`` are asynchronous (``non_blocking``) on the
+            current stream (PyTorch's pinned-memory rule); ignore it for a CPU device.
 
     Raises:
         ValueError: ``trajectories`` is empty.
@@ -72,8 +83,17 @@ def collate(trajectories: Sequence[Trajectory], device: torch.device | str = "cp
     batch_size = len(trajectories)
 
     def stack(name: str) -> Tensor:
-        arr = np.stack([getattr(t, name) for t in trajectories], axis=1)
-        return torch.from_numpy(arr).to(device, non_blocking=True)
+        parts = [getattr(t, name) for t in trajectories]
+        if not pin_memory:
+            return torch.from_numpy(np.stack(parts, axis=1)).to(device, non_blocking=True)
+        first = parts[0]
+        host = torch.empty(
+            (first.shape[0], batch_size, *first.shape[1:]),
+            dtype=torch.from_numpy(first[:0]).dtype,
+            pin_memory=True,
+        )
+        np.stack(parts, axis=1, out=host.numpy())  # one copy, into the pinned buffer
+        return host.to(device, non_blocking=True)
 
     # rows of truncated_obs follow the same (b, then t) order as these flat indices
     trunc_obs = [t.truncated_obs for t in trajectories if len(t.truncated_obs)]

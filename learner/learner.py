@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from torch import Tensor
 from configs.schema import Config
 from learner import batching, losses, schedules
 from learner.collate import Batch, collate, last_actions
-from learner.replay import PrioritizedReplay
+from learner.replay import PrioritizedReplay, ReplaySample
 from learner.targets import bootstrap_inputs, return_targets
 from models import build_model
 from protocol.messages import Trajectory, TrajectorySpec, ValueLimits
@@ -58,6 +59,26 @@ _STAT_KEYS = (
     "policy/mean_rho",
     "vtrace/mean_vs",
 )
+
+
+class PreparedBatch(NamedTuple):
+    """An update's batch, collated and (for CUDA, asynchronously) on its way to the device:
+    :meth:`Learner.prepare`'s result, :meth:`Learner.apply`'s input.
+
+    Attributes:
+        fresh: the update's fresh unrolls, in batch order (the first ``len(fresh)`` columns).
+        batch: fresh then replayed unrolls, time-major on the learner's device.
+        weights: [B] float32 per-unroll loss weights (1 for fresh, IS weights for replayed),
+            or None without replay.
+        sample: the replayed part (slots and push ids for the priority update), or None.
+        beta: the IS exponent the sample was drawn with (0.0 without replay).
+    """
+
+    fresh: list[Trajectory]
+    batch: Batch
+    weights: np.ndarray | None
+    sample: ReplaySample | None
+    beta: float
 
 
 class Learner:
@@ -135,6 +156,9 @@ class Learner:
         )
         """The run's unroll layout and value limits: the server validates arrivals with it."""
         self.replay: PrioritizedReplay | None = None
+        self.replay_lock = threading.Lock()
+        """Held around every replay read or write, so :meth:`prepare` may run on a thread of
+        its own (the sum tree and storage are not thread-safe)."""
         if rc.enabled:
             self.replay = PrioritizedReplay(
                 self.spec, rc.capacity, rc.alpha, rc.beta, rc.eps, seed=config.run.seed
@@ -174,7 +198,8 @@ class Learner:
     # -- updates ----------------------------------------------------------------------------
 
     def step(self, fresh: Sequence[Trajectory], progress: float) -> dict[str, float]:
-        """One update from ``fresh`` unrolls, mixed with replayed ones when replay is enabled.
+        """One update from ``fresh`` unrolls, mixed with replayed ones when replay is enabled:
+        ``apply(prepare(fresh, progress))``.
 
         Without replay: ``train_step(collate(fresh))``. With replay (Schaul et al. 2016,
         Algorithm 1, per unroll): sample ``batch_size - len(fresh)`` unrolls with
@@ -200,6 +225,29 @@ class Learner:
             ValueError: ``len(fresh) != fresh_per_step``, ``progress`` not finite, or a
                 trajectory that does not match the replay's spec.
         """
+        return self.apply(self.prepare(fresh, progress))
+
+    def prepare(
+        self, fresh: Sequence[Trajectory], progress: float, pin_memory: bool = False
+    ) -> PreparedBatch:
+        """The first half of :meth:`step`: sample the replayed part and collate the batch.
+
+        Safe on another thread than :meth:`apply` (:class:`learner.pipeline.BatchPrefetcher`
+        runs it beside the previous update): it touches the model not at all and the replay
+        only under :attr:`replay_lock`. A batch prepared before the previous update was
+        applied misses that update's priorities and pushes: its sample is one update older,
+        which the replay's ``push_ids`` keep harmless (a slot evicted meanwhile keeps its new
+        unroll's priority).
+
+        Args:
+            fresh: exactly :attr:`fresh_per_step` validated trajectories.
+            progress: fraction of the frame budget spent, for beta.
+            pin_memory: collate into page-locked memory (CUDA devices; see
+                :func:`learner.collate.collate`).
+
+        Raises:
+            ValueError: as :meth:`step`.
+        """
         if len(fresh) != self._fresh_per_step:
             raise ValueError(
                 f"fresh: expected {self._fresh_per_step} unrolls (Learner.fresh_per_step), "
@@ -207,39 +255,55 @@ class Learner:
             )
         if not np.isfinite(progress):
             raise ValueError(f"progress: must be finite, got {progress}")
+        fresh = list(fresh)
         if self.replay is None:
-            return self.train_step(collate(fresh, self.device))
-        replay, n_fresh = self.replay, len(fresh)
-        beta = replay.beta_at(progress)
-        n_replay = self.config.learner.batch_size - n_fresh
-        sample = None
-        if n_replay > 0 and len(replay) >= max(1, self.config.replay.min_size):
-            sample = replay.sample(n_replay, beta)
-        trajectories = list(fresh) if sample is None else [*fresh, *sample.trajectories]
+            return PreparedBatch(fresh, collate(fresh, self.device, pin_memory), None, None, 0.0)
+        replay = self.replay
+        with self.replay_lock:
+            beta = replay.beta_at(progress)
+            n_replay = self.config.learner.batch_size - len(fresh)
+            sample = None
+            if n_replay > 0 and len(replay) >= max(1, self.config.replay.min_size):
+                sample = replay.sample(n_replay, beta)
+        trajectories = fresh if sample is None else [*fresh, *sample.trajectories]
         weights = np.ones(len(trajectories), dtype=np.float32)
         if sample is not None:
-            weights[n_fresh:] = sample.weights
-        metrics, priorities = self._update(
-            collate(trajectories, self.device), None if sample is None else weights
-        )
-        if metrics["optim/skipped_nonfinite"]:
-            # The batch overflowed: keep its fresh unrolls out of the replay (one of them is
-            # likely the cause, and at the maximum priority it would be drawn again and again)
-            # and leave the replayed unrolls' priorities as they were.
+            weights[len(fresh) :] = sample.weights
+        batch = collate(trajectories, self.device, pin_memory)
+        return PreparedBatch(fresh, batch, weights, sample, beta)
+
+    def apply(self, prepared: PreparedBatch) -> dict[str, float]:
+        """The second half of :meth:`step`: train on a prepared batch, then (with replay)
+        write the replayed unrolls' priorities and push the fresh ones.
+
+        Returns:
+            As :meth:`step`.
+        """
+        if self.replay is None:
+            return self.train_step(prepared.batch)
+        replay, fresh, sample = self.replay, prepared.fresh, prepared.sample
+        n_fresh, weights = len(fresh), prepared.weights
+        metrics, priorities = self._update(prepared.batch, None if sample is None else weights)
+        with self.replay_lock:
+            if metrics["optim/skipped_nonfinite"]:
+                # The batch overflowed: keep its fresh unrolls out of the replay (one of them is
+                # likely the cause, and at the maximum priority it would be drawn again and
+                # again) and leave the replayed unrolls' priorities as they were.
+                metrics.update(replay.metrics())
+                metrics["replay/dropped_nonfinite"] = float(n_fresh)
+                return metrics
+            pri = priorities.double().cpu().numpy()
+            finite = np.isfinite(pri)  # e.g. an fp16 overflow: keep the old priority
+            if sample is not None:
+                ok = finite[n_fresh:]
+                replay.update_priorities(sample.indices[ok], pri[n_fresh:][ok], sample.push_ids[ok])
+            for traj, p, ok in zip(fresh, pri[:n_fresh].tolist(), finite[:n_fresh].tolist()):
+                replay.push(traj, p if ok else None)  # None = the maximum stored priority
             metrics.update(replay.metrics())
-            metrics["replay/dropped_nonfinite"] = float(n_fresh)
-            return metrics
-        pri = priorities.double().cpu().numpy()
-        finite = np.isfinite(pri)  # e.g. an fp16 overflow: keep the old priority
-        if sample is not None:
-            ok = finite[n_fresh:]
-            replay.update_priorities(sample.indices[ok], pri[n_fresh:][ok], sample.push_ids[ok])
-        for traj, p, ok in zip(fresh, pri[:n_fresh].tolist(), finite[:n_fresh].tolist()):
-            replay.push(traj, p if ok else None)  # None = the maximum stored priority
-        metrics.update(replay.metrics())
-        metrics["replay/beta"] = beta
-        metrics["replay/replayed_fraction"] = (len(trajectories) - n_fresh) / len(trajectories)
-        metrics["replay/is_weight_mean"] = float(weights.mean())
+        batch_size = prepared.batch.batch_size
+        metrics["replay/beta"] = prepared.beta
+        metrics["replay/replayed_fraction"] = (batch_size - n_fresh) / batch_size
+        metrics["replay/is_weight_mean"] = float(weights.mean()) if weights is not None else 1.0
         metrics["replay/nonfinite_priorities"] = float((~finite).sum())
         return metrics
 

@@ -40,7 +40,8 @@ from learner.checkpoint import (
 from learner.credits import CreditLedger
 from learner.fleet import DEAD, FleetView
 from learner.hints import HintInputs, Hints
-from learner.learner import Learner
+from learner.learner import Learner, PreparedBatch
+from learner.pipeline import BatchPrefetcher, TimeSplit
 from learner.reporting import Reporter
 from learner.wandb_mirror import WandbMirror
 from models.weights import flatten_state
@@ -112,6 +113,10 @@ class LearnerServer:
         actions = num_actions(config.env)
         self.learner = Learner(config, obs_shape, actions, device, obs_dtype)
         self.spec = self.learner.spec
+        self._prefetch = BatchPrefetcher(self.learner) if config.learner.prefetch else None
+        self._inflight: tuple[list[tuple[bytes, Trajectory]], Any] | None = None
+        self.timing = TimeSplit()
+        self._started = time.monotonic()
         self.accounting = Accounting()
         self.episodes = EpisodeWindow(run_dir / EPISODE_LOG)
         self.env_frames = 0
@@ -210,6 +215,7 @@ class LearnerServer:
 
     def save(self) -> Path:
         """Write a checkpoint for the current update; returns its path."""
+        self._settle_prefetch()  # the replay's arrays are saved as they are: no sample meanwhile
         path = checkpoint_path(self.run_dir, self.learner.updates)
         state = {
             "learner": self.learner.state_dict(),
@@ -262,8 +268,13 @@ class LearnerServer:
     def publish_weights(self) -> None:
         """Broadcast the current weights to every actor now (one message on the PUB socket,
         which ZeroMQ fans out)."""
+        start = time.perf_counter()
         self._persist_version()
-        transport.send(self.pub, self._current_weights(), prefix=[transport.TOPIC_WEIGHTS])
+        weights = self._current_weights()
+        transport.send(self.pub, weights, prefix=[transport.TOPIC_WEIGHTS])
+        self.timing.publish_s += time.perf_counter() - start
+        self.timing.weights_published += 1
+        self.timing.weight_bytes += weights.flat.nbytes
         self._published_version = self.policy_version
         self._last_publish = time.monotonic()
 
@@ -468,7 +479,11 @@ class LearnerServer:
 
         The queue needs no cap of its own: credits bound it to the sum of the actors' grants.
         """
-        if not self.router.poll(timeout_ms):
+        start = time.perf_counter()
+        polled = self.router.poll(timeout_ms)
+        handling = time.perf_counter()
+        self.timing.wait_s += handling - start
+        if not polled:
             return
         while True:
             try:
@@ -477,15 +492,60 @@ class LearnerServer:
                 break
             self._handle(bytes(frames[0].buffer), frames[1:])
         self._send_credits()
+        self.timing.receive_s += time.perf_counter() - handling
 
     # -- training ------------------------------------------------------------------------
-    def _train(self) -> None:
-        b = self.learner.fresh_per_step  # batch_size, less the replayed share
-        taken = [self.pending.popleft() for _ in range(b)]
-        fresh = [traj for _, traj in taken]
-        lag = self.policy_version - np.stack([t.policy_version for t in fresh]).astype(np.float64)
+    def _take_fresh(self) -> list[tuple[bytes, Trajectory]]:
+        """The oldest ``fresh_per_step`` pending unrolls (batch_size less the replayed share),
+        with the connection each came from (its credit returns once trained on)."""
+        return [self.pending.popleft() for _ in range(self.learner.fresh_per_step)]
+
+    def _submit(self) -> tuple[list[tuple[bytes, Trajectory]], Any]:
+        assert self._prefetch is not None
+        taken = self._take_fresh()
         progress = self.env_frames / self.config.run.total_env_frames
-        metrics = self.learner.step(fresh, progress)
+        return taken, self._prefetch.submit([traj for _, traj in taken], progress)
+
+    def _train(self) -> None:
+        """Train one update if its data is there.
+
+        With ``learner.prefetch`` the batch prepared on the worker thread is taken, the next
+        one (if its unrolls are pending) is submitted, and only then is the taken one trained
+        on, so the two overlap; without, the batch is prepared here, then trained on.
+        """
+        if self._prefetch is None:
+            if len(self.pending) < self.learner.fresh_per_step:
+                return
+            taken = self._take_fresh()
+            progress = self.env_frames / self.config.run.total_env_frames
+            start = time.perf_counter()
+            prepared = self.learner.prepare([traj for _, traj in taken], progress)
+            self.timing.prepare_s += time.perf_counter() - start
+            self._apply(taken, prepared)
+            return
+        if self._inflight is None:
+            if len(self.pending) < self.learner.fresh_per_step:
+                return
+            self._inflight = self._submit()
+        taken, future = self._inflight
+        start = time.perf_counter()
+        prepared = self._prefetch.take(future)
+        self.timing.prepare_wait_s += time.perf_counter() - start
+        ready = len(self.pending) >= self.learner.fresh_per_step
+        self._inflight = self._submit() if ready else None
+        self._apply(taken, prepared)
+
+    def _settle_prefetch(self) -> None:
+        """Wait for the batch being prepared, if any (before the replay is saved)."""
+        if self._inflight is not None:
+            self._inflight[1].exception()
+
+    def _apply(self, taken: list[tuple[bytes, Trajectory]], prepared: PreparedBatch) -> None:
+        fresh = prepared.fresh
+        lag = self.policy_version - np.stack([t.policy_version for t in fresh]).astype(np.float64)
+        start = time.perf_counter()
+        metrics = self.learner.apply(prepared)
+        self.timing.train_s += time.perf_counter() - start
         if metrics.get("optim/skipped_nonfinite"):
             self._skipped_since_beat += 1
             log.warning(
@@ -494,7 +554,7 @@ class LearnerServer:
                 sorted({t.actor_id for t in fresh}),
             )  # fmt: skip
         self.reporter.record_update(metrics, float(lag.mean()), float(lag.max()))
-        self.env_frames += b * self.frames_per_unroll
+        self.env_frames += len(fresh) * self.frames_per_unroll
         if self._fault_sleep_s:
             time.sleep(self._fault_sleep_s)  # fault injection: a slow learner
         self._publish_if_due()
@@ -569,14 +629,16 @@ class LearnerServer:
     def run(self) -> None:
         """Serve until the budget is reached or :attr:`stopping` is set; then checkpoint."""
         rc = self.config.run
+        self._started = time.monotonic()
         self.watchdog.start()
         self.publish_weights()
         last_beat = last_log = last_ckpt = time.monotonic()
         while not self.stopping and self.env_frames < rc.total_env_frames:
             self.watchdog.progress()
-            self._receive(timeout_ms=50)
-            if len(self.pending) >= self.learner.fresh_per_step:
-                self._train()
+            # wait for messages only when there is nothing to train on
+            ready = self._inflight is not None or len(self.pending) >= self.learner.fresh_per_step
+            self._receive(timeout_ms=0 if ready else 50)
+            self._train()
             self._publish_if_due()  # a version held back by the interval goes out now
             now = time.monotonic()
             if now - last_beat >= self.config.telemetry.heartbeat_interval_s:
@@ -600,7 +662,18 @@ class LearnerServer:
         self._drain_final()
         self._log_scalars()
         self.save()
+        if self.policy_version != self._published_version:
+            # a version the interval held back: actors (and eval) end on the final policy;
+            # it goes out before the last status, so an actor that stops on it has loaded it
+            self.publish_weights()
         self._beat(done=not self.stopping)
+        timing = self.timing
+        log.info(
+            "published %d weights messages (%.1f MB) in %.1f s (learner.publish_interval_s "
+            "%g); final policy version %d", timing.weights_published,
+            timing.weight_bytes / 1e6, time.monotonic() - self._started,
+            self.config.learner.publish_interval_s, self.policy_version,
+        )  # fmt: skip
         acc = self.accounting
         log.info(
             "learner stopped: %d updates, %d env frames; unrolls accepted %d, rejected %d %s, "
@@ -611,6 +684,8 @@ class LearnerServer:
         )  # fmt: skip
 
     def close(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.close()
         self.watchdog.stop()
         self.reporter.close()
         self.episodes.close()
