@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from bench.synthetic import run_spec, synthetic_unrolls
+from bench.synthetic import synthetic_unrolls
 from configs import schema
 from protocol import transport
 from protocol.messages import (
@@ -32,22 +32,24 @@ from protocol.messages import (
     LearnerStatus,
     ProtocolError,
     Rejoin,
+    TrajectorySpec,
     Weights,
     Welcome,
 )
 
 
-def run(config_dict: dict[str, Any], actor_id: int, seconds: float) -> None:
+def run(config_dict: dict[str, Any], spec: TrajectorySpec, actor_id: int, seconds: float) -> None:
     """Send unrolls for ``seconds``, or until the learner says it is done (the benchmark
     usually stops the process first).
 
     Args:
-        config_dict: the learner's config (:func:`configs.schema.to_dict`): endpoints, layout.
+        config_dict: the learner's config (:func:`configs.schema.to_dict`): endpoints, envs.
+        spec: the run's unroll layout (:func:`bench.synthetic.run_spec`, computed by the
+            benchmark, so this process never imports torch or the emulator).
         actor_id: this fake actor's id (hello and unrolls).
         seconds: how long to send at most.
     """
     config = schema.from_dict(config_dict)
-    spec = run_spec(config)
     pool = synthetic_unrolls(spec, 16, seed=actor_id)
     num_envs = config.actor.num_envs
     run_id = f"fake{actor_id}-{os.getpid()}"

@@ -15,8 +15,8 @@ reconstruction and pushing of unrolls and the priority updates, without the sock
 Over sockets (``--actors N``): first the in-process figure as above, then a real
 :class:`learner.server.LearnerServer` on two free loopback ports fed by N fake actor processes
 (:mod:`bench.fake_actor`: hello, credits and synthetic unrolls over ZeroMQ, as fast as credits
-allow), measured for ``--seconds`` after a warm-up (``--warmup`` seconds, and until the replay
-holds ``replay.min_size``). Its JSON adds ``actors``, ``in_process_frames_per_s``,
+allow), measured for ``--seconds`` after a warm-up (``--warmup`` seconds from the first update;
+the replay starts filled to ``replay.min_size`` with synthetic unrolls, as in process). Its JSON adds ``actors``, ``in_process_frames_per_s``,
 ``vs_in_process`` (sockets / in process, from the unrounded figures), ``policy_lag_mean`` and
 ``policy_lag_max`` (versions, over the window's updates), ``weights_per_s`` and
 ``weight_mb_per_s`` (broadcasts), ``gpu_utilization_mean`` (percent, NVML; null without it),
@@ -43,7 +43,7 @@ import torch
 
 from actor.env import num_actions, observation_spec
 from bench import fake_actor
-from bench.synthetic import synthetic_unrolls
+from bench.synthetic import run_spec, synthetic_unrolls
 from configs import schema
 from configs.cli import DEFAULT_CONFIG
 from learner.learner import Learner
@@ -133,18 +133,23 @@ def measure_sockets(
             plus 120 s (the fake actors could not connect).
     """
     config = _sockets_config(config)
+    spec = run_spec(config)
     spawn = multiprocessing.get_context("spawn")  # no forked torch or ZeroMQ state
     slack = 300.0
     procs = [
         spawn.Process(
             target=fake_actor.run,
-            args=(schema.to_dict(config), i, warmup_s + seconds + slack),
+            args=(schema.to_dict(config), spec, i, warmup_s + seconds + slack),
             daemon=True,
         )
         for i in range(actors)
     ]
     with tempfile.TemporaryDirectory(prefix="learner-bench-") as tmp:
         server = LearnerServer(config, Path(tmp))
+        if server.learner.replay is not None:
+            # as in process: filled to its minimum first, so every measured update samples
+            for traj in synthetic_unrolls(spec, max(1, config.replay.min_size), seed=99):
+                server.learner.replay.push(traj)
         lags: list[tuple[float, float]] = []
         record = server.reporter.record_update
 
@@ -166,15 +171,12 @@ def measure_sockets(
             proc.start()
         thread.start()
         try:
-            min_size = config.replay.min_size if server.learner.replay is not None else 0
             deadline = time.monotonic() + warmup_s + 120.0
             warm_from = None
             while True:
                 if errors or not thread.is_alive():
                     raise RuntimeError(f"the learner stopped during the warm-up: {errors}")
-                replay = server.learner.replay
-                filled = replay is None or len(replay) >= min_size
-                if server.learner.updates > 0 and filled:
+                if server.learner.updates > 0:
                     warm_from = warm_from or time.monotonic()
                     if time.monotonic() - warm_from >= warmup_s:
                         break

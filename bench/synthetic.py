@@ -8,17 +8,24 @@ of one env, for the replay's frame de-duplication.)
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from actor.env import num_actions, observation_spec
-from configs import schema
-from models import build_model
 from protocol.messages import Trajectory, TrajectorySpec
+
+if TYPE_CHECKING:
+    from configs import schema
 
 
 def run_spec(config: schema.Config) -> TrajectorySpec:
     """The unroll layout of ``config``'s run (obs, actions and the model's core state), as the
     learner validates it."""
+    # Imported here: fake actor processes import this module for synthetic_unrolls alone, and
+    # must not pay for torch (the model) and the emulator (the env's shapes) at every spawn.
+    from actor.env import num_actions, observation_spec
+    from models import build_model
+
     obs_shape, obs_dtype = observation_spec(config.env)
     actions = num_actions(config.env)
     model = build_model(config.model, obs_shape, actions)

@@ -38,3 +38,20 @@ def test_learner_throughput_prints_its_figures() -> None:
     assert result["frames_per_s"] > 0 and result["updates_per_s"] > 0
     assert result["device"] == "cpu"
     assert result["batch"] == [21, 2, 4, 84, 84]
+
+
+def test_learner_throughput_over_sockets_prints_its_figures_and_time_split() -> None:
+    result = run_bench(
+        "bench.learner_throughput", "--seconds", "2", "--batch-size", "2", "--actors", "1",
+        "--warmup", "0.5",
+    )  # fmt: skip
+    assert result["actors"] == 1 and result["updates"] > 0
+    assert result["frames_per_s"] > 0 and result["in_process_frames_per_s"] > 0
+    assert result["prefetch"] is True and result["device"] == "cpu"
+    assert result["weights_per_s"] > 0 and result["weight_mb_per_s"] > 0
+    assert result["policy_lag_mean"] >= 0 and result["policy_lag_max"] >= 0
+    split = result["time_split"]
+    assert set(split) == {"wait", "receive", "prepare", "prepare_wait", "train", "publish",
+                          "other", "prepare_worker"}  # fmt: skip
+    assert split["train"] > 0 and split["prepare_worker"] > 0
+    assert split["prepare"] == 0  # prefetch on: nothing prepared on the main thread

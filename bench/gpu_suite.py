@@ -1,0 +1,244 @@
+"""The prepared benchmark suite for a GPU machine: one command, a time budget, a JSON per step.
+
+Run: ``python -m bench.gpu_suite --out DIR [--budget-s 480] [--actors 15]``. On the GPU host
+(Python 3.12, its own CUDA torch, no registry) install the staged wheels first, as
+``../shared/gpu-host/stage-wheels.sh`` says; the README's "Performance" section gives the whole
+command.
+
+Steps, in order, each a child process with a timeout of its share of the budget (what is left
+when the budget runs short), each writing ``DIR/NN-<step>.json``:
+
+1. ``device``: Python, torch and CUDA versions, the device name, CPU count.
+2. ``learner-<torso>-<amp>-<compile>``: :mod:`bench.learner_throughput` over sockets
+   (``--actors`` fake actors, capped at CPU count - 2) for the Nature and IMPALA torsos, fp32
+   and bf16, ``torch.compile`` off and on: 35% of the budget, compile steps weighted double.
+   Skipped, and saying why: bf16 where the device has no native bf16; on a CPU device, compile
+   and bf16 (inductor's C++ build alone outlasts a step's share there, and the CPU check only
+   proves that the suite runs).
+3. ``scaling``: :mod:`bench.scaling` with 1, 2, 4, 8 and ``--actors`` real Mario actors (counts
+   above the CPU count less one are dropped): 25%.
+4. ``learn``: :mod:`bench.learn` on the 1-1 preset with ``--actors`` actors for the time that is
+   left (at least 40%), with a short final eval (1 greedy and 1 sampled episode below a 300 s
+   budget, else 2) and baselines of as many episodes.
+
+A step that fails or runs out of time still writes its JSON, with ``error`` (and the tail of its
+output), and the suite goes on. ``DIR/summary.json`` (also printed as one JSON line) holds the
+device, per-step status and seconds, and the headline figures: learner env frames/s over sockets
+per variant, the scaling ratio per actor count and the last ``bench.learn`` line.
+
+Run by: a person (or CI's CPU check) on the machine measured. Owns its child processes and DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESET = "configs/mario-1-1.toml"
+SCALING_COUNTS = (1, 2, 4, 8)
+LEARNER_SHARE, SCALING_SHARE = 0.35, 0.25
+STARTUP_S = 20.0
+"""Seconds a child needs before it measures anything (imports, building the model, spawning)."""
+
+
+@dataclass
+class Step:
+    """One step of the suite: a child command, its weight within its group, and its result."""
+
+    name: str
+    argv: list[str]
+    weight: float = 1.0
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+def device_info() -> dict[str, Any]:
+    """What the suite runs on (torch imported here only)."""
+    import torch
+
+    from models.actor_critic import cpu_has_native_bf16
+
+    cuda = torch.cuda.is_available()
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if cuda else None,
+        "device": "cuda" if cuda else "cpu",
+        "device_name": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
+        "bf16": bool(torch.cuda.is_bf16_supported()) if cuda else cpu_has_native_bf16(),
+        "cpu_count": os.cpu_count() or 1,
+    }
+
+
+def learner_steps(info: dict[str, Any], actors: int, seconds: float) -> list[Step]:
+    """The learner-throughput variants; ``seconds`` is each one's measured window."""
+    fake = max(1, min(actors, info["cpu_count"] - 2))
+    steps = []
+    for torso in ("nature", "impala"):
+        for amp in ("off", "bf16"):
+            for compiled in (False, True):
+                name = f"learner-{torso}-{'fp32' if amp == 'off' else amp}-" + (
+                    "compile" if compiled else "eager"
+                )
+                argv = ["-m", "bench.learner_throughput", "--config", PRESET,
+                        "--seconds", f"{seconds:.1f}", "--actors", str(fake), "--torso", torso,
+                        "--amp", amp, "--warmup", "3"]  # fmt: skip
+                if compiled:
+                    argv.append("--compile")
+                step = Step(name, argv, weight=2.0 if compiled else 1.0)
+                if amp == "bf16" and not info["bf16"]:
+                    step.result = {"skipped": f"no native bf16 on this {info['device']}"}
+                elif info["device"] == "cpu" and (compiled or amp != "off"):
+                    step.result = {"skipped": "compile and bf16 are measured on a GPU only"}
+                steps.append(step)
+    return steps
+
+
+def run_step(step: Step, timeout: float) -> dict[str, Any]:
+    """Run ``step``'s child for at most ``timeout`` seconds; its JSON lines, or an error."""
+    start = time.monotonic()
+    try:
+        done = subprocess.run(
+            [sys.executable, *step.argv], cwd=ROOT, capture_output=True, text=True,
+            timeout=max(1.0, timeout),
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        err = (exc.stderr or b"").decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        return {"error": f"timed out after {timeout:.0f} s", "tail": (out + err)[-2000:],
+                "seconds": round(time.monotonic() - start, 1)}  # fmt: skip
+    lines = []
+    for line in done.stdout.splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            lines.append(record)
+    result: dict[str, Any] = {"lines": lines, "seconds": round(time.monotonic() - start, 1)}
+    if done.returncode != 0 or not lines:
+        result["error"] = f"exit status {done.returncode}" + ("" if lines else ", no JSON line")
+        result["tail"] = (done.stdout + done.stderr)[-2000:]
+    return result
+
+
+def headline(steps: list[Step]) -> dict[str, Any]:
+    """The summary's figures from the steps' results."""
+    learner: dict[str, Any] = {}
+    scaling: dict[str, Any] = {}
+    learn: dict[str, Any] | None = None
+    for step in steps:
+        lines = step.result.get("lines") or []
+        if step.name.startswith("learner-") and lines:
+            last = lines[-1]
+            learner[step.name] = {
+                "frames_per_s": last.get("frames_per_s"),
+                "vs_in_process": last.get("vs_in_process"),
+                "gpu_utilization_mean": last.get("gpu_utilization_mean"),
+            }
+        elif step.name == "scaling":
+            for line in lines:
+                scaling[str(line.get("actors"))] = {
+                    "env_fps": line.get("env_fps"),
+                    "scaling_ratio": line.get("scaling_ratio"),
+                }
+        elif step.name == "learn" and lines:
+            learn = lines[-1]
+    return {"learner_over_sockets": learner, "scaling": scaling, "learn": learn}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu_suite", description=__doc__)
+    parser.add_argument("--out", type=Path, required=True, help="directory for the JSON files")
+    parser.add_argument("--budget-s", type=float, default=480.0, help="wall clock for it all")
+    parser.add_argument("--actors", type=int, default=15, help="actors for scaling and learn")
+    args = parser.parse_args(argv)
+    if args.budget_s < 60:
+        parser.error(f"--budget-s: must be >= 60, got {args.budget_s}")
+    if args.actors < 1:
+        parser.error(f"--actors: must be >= 1, got {args.actors}")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"--out: cannot create {args.out}: {exc.strerror}")
+    start = time.monotonic()
+    deadline = start + args.budget_s
+    info = device_info()
+    files = [_write(args.out, 0, "device", info)]
+
+    group = args.budget_s * LEARNER_SHARE
+    variants = learner_steps(info, args.actors, 1.0)
+    total_weight = sum(s.weight for s in variants if not s.result)
+    for step in variants:
+        share = group * step.weight / max(total_weight, 1.0)
+        # in process, then over sockets after a 3 s warm-up: two windows per step
+        window = max(1.0, (share - STARTUP_S - 3.0) / 2)
+        step.argv[step.argv.index("--seconds") + 1] = f"{window:.1f}"
+    cpus = info["cpu_count"]
+    counts = sorted({n for n in (*SCALING_COUNTS, args.actors) if n <= max(1, cpus - 1)})
+    per_count = args.budget_s * SCALING_SHARE / len(counts)
+    scaling_window = max(2.0, (per_count - STARTUP_S) * 0.6)
+    scaling = Step("scaling", ["-m", "bench.scaling", "--config", PRESET,
+                               "--actors", ",".join(map(str, counts)),
+                               "--seconds", f"{scaling_window:.1f}",
+                               "--warmup", f"{max(1.0, scaling_window / 3):.1f}"])  # fmt: skip
+    steps = [*variants, scaling]
+    for index, step in enumerate(steps, start=1):
+        if not step.result:
+            share = (
+                group * step.weight / max(total_weight, 1.0)
+                if step in variants
+                else (args.budget_s * SCALING_SHARE)
+            )
+            step.result = run_step(step, min(share, deadline - time.monotonic()))
+        files.append(_write(args.out, index, step.name, step.result))
+    left = deadline - time.monotonic()
+    learn_actors = max(1, min(args.actors, cpus - 1))
+    episodes = "1" if args.budget_s < 300 else "2"
+    # what is not training: the launcher's start, then the eval and the baselines
+    minutes = max(0.1, (left - 2 * STARTUP_S - 20.0) / 60.0)
+    learn = Step("learn", ["-m", "bench.learn", "--config", PRESET, "--minutes", f"{minutes:.2f}",
+                           "--eval-episodes", episodes, "--baseline-episodes", episodes,
+                           "--run-dir", str((args.out / "learn-run").resolve()), "--",
+                           "--run.num_actors", str(learn_actors)])  # fmt: skip
+    if left > STARTUP_S:
+        learn.result = run_step(learn, left)
+    else:
+        learn.result = {"skipped": f"{left:.0f} s of the budget left"}
+    steps.append(learn)
+    files.append(_write(args.out, len(steps), "learn", learn.result))
+    summary = {
+        "device": info,
+        "budget_s": args.budget_s,
+        "seconds": round(time.monotonic() - start, 1),
+        "steps": {s.name: _status(s.result) for s in steps},
+        **headline(steps),
+        "files": files,
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary))
+    return 0
+
+
+def _status(result: dict[str, Any]) -> str:
+    if "skipped" in result:
+        return "skipped"
+    return "error" if "error" in result else "ok"
+
+
+def _write(out: Path, index: int, name: str, result: dict[str, Any]) -> str:
+    path = out / f"{index:02d}-{name}.json"
+    path.write_text(json.dumps({"step": name, **result}, indent=1))
+    return path.name
+
+
+if __name__ == "__main__":
+    sys.exit(main())
