@@ -17,13 +17,14 @@ Over sockets (``--actors N``): first the in-process figure as above, then a real
 (:mod:`bench.fake_actor`: hello, credits and synthetic unrolls over ZeroMQ, as fast as credits
 allow), measured for ``--seconds`` after a warm-up (``--warmup`` seconds from the first update;
 the replay starts filled to ``replay.min_size`` with synthetic unrolls, as in process). Its JSON
-adds ``actors``, ``in_process_frames_per_s``, ``vs_in_process`` (sockets / in process, from the unrounded figures), ``policy_lag_mean`` and
-``policy_lag_max`` (versions, over the window's updates), ``weights_per_s`` and
-``weight_mb_per_s`` (broadcasts), ``gpu_utilization_mean`` (percent, NVML; null without it),
-``prefetch`` and ``time_split``: the learner main thread's share of the window spent
-``wait`` (polling with nothing to train on), ``receive`` (decode, validation, accounting),
-``prepare`` (on the main thread, prefetch off), ``prepare_wait`` (for the worker's batch),
-``train``, ``publish`` and ``other``, plus ``prepare_worker`` (the prefetch thread's busy share).
+adds ``actors``, ``in_process_frames_per_s``, ``vs_in_process`` (sockets / in process, from the
+unrounded figures), ``policy_lag_mean`` and ``policy_lag_max`` (versions, over the window's
+updates), ``weights_per_s`` and ``weight_mb_per_s`` (broadcasts), ``gpu_utilization_mean``
+(percent, NVML; null without it), ``prefetch`` and ``time_split``: the learner main thread's
+share of the window spent ``wait`` (polling with nothing to train on), ``receive`` (decode,
+validation, accounting), ``prepare`` (on the main thread, prefetch off), ``prepare_wait`` (for
+the worker's batch), ``train``, ``publish`` and ``other``, plus ``prepare_worker`` (the prefetch
+thread's busy share).
 """
 
 from __future__ import annotations
