@@ -38,7 +38,7 @@ from actor.env import make_env, num_actions, observation_spec
 from actor.rollout import UnrollCollector, greedy_behaviour, step_envs
 from configs import schema
 from models import build_model
-from models.weights import load_flat_state
+from models.weights import WeightsMismatch, load_flat_state
 from protocol import transport
 from protocol.exit_status import ExitStatus
 from protocol.messages import (
@@ -284,7 +284,10 @@ class Actor:
     def _load(self, weights: Weights) -> None:
         if weights.policy_version <= self.policy_version:
             return  # versions never go backwards, across learner restarts too
-        load_flat_state(self.model, weights.layout, weights.flat)
+        try:
+            load_flat_state(self.model, weights.layout, weights.flat)
+        except WeightsMismatch as exc:
+            raise ProtocolError(exc.field, exc.reason, exc.detail) from exc
         self.policy_version = weights.policy_version
 
     def _learner_changed(self, learner_run_id: str) -> None:

@@ -62,7 +62,7 @@ from evaluation.evaluate import (
     summarize,
 )
 from evaluation.video import EpisodeRecorder, FrameRelay, GifRecorder, add_gif_summary
-from models.weights import load_flat_state
+from models.weights import WeightsMismatch, load_flat_state
 from protocol import transport
 from protocol.exit_status import ExitStatus
 from protocol.messages import LearnerStatus, ProtocolError, Weights
@@ -177,7 +177,10 @@ class EvalActor:
             EvaluationStopped: a stop was requested meanwhile.
             ProtocolError: the weights do not fit the model.
         """
-        load_flat_state(self.model, weights.layout, weights.flat)
+        try:
+            load_flat_state(self.model, weights.layout, weights.flat)
+        except WeightsMismatch as exc:
+            raise ProtocolError(exc.field, exc.reason, exc.detail) from exc
         version = weights.policy_version
         greedy = self.config.eval.policy == "greedy"
         start = time.monotonic()

@@ -13,7 +13,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from protocol.messages import ProtocolError
+
+class WeightsMismatch(ValueError):
+    """Weights that do not fit the model: ``field`` (``layout`` or ``flat``) and ``reason``
+    (``bad_layout`` or ``bad_shape``), the tokens PROTOCOL.md gives for an actor's check.
+
+    The roles that receive weights turn it into their wire error (``ProtocolError``); this
+    module knows nothing of the wire.
+    """
+
+    def __init__(self, field: str, reason: str, detail: str) -> None:
+        self.field, self.reason, self.detail = field, reason, detail
+        super().__init__(f"{field}: {reason} ({detail})")
 
 
 def flatten_state(model: nn.Module) -> tuple[list[list[Any]], np.ndarray]:
@@ -36,16 +47,16 @@ def load_flat_state(model: nn.Module, layout: list[list[Any]], flat: np.ndarray)
         flat: float32 [sum of sizes].
 
     Raises:
-        ProtocolError: ``layout`` does not match the model's state dict (names, order, shapes)
+        WeightsMismatch: ``layout`` does not match the model's state dict (names, order, shapes)
             or ``flat`` has the wrong length; the model is left unchanged.
     """
     state = model.state_dict()
     expected = [[name, list(t.shape)] for name, t in state.items()]
     if layout != expected:
-        raise ProtocolError("layout", "bad_layout", "weights do not match this model")
+        raise WeightsMismatch("layout", "bad_layout", "weights do not match this model")
     total = sum(math.prod(shape) for _, shape in layout)
     if flat.dtype != np.float32 or flat.shape != (total,):
-        raise ProtocolError("flat", "bad_shape", f"expected float32 ({total},), got {flat.shape}")
+        raise WeightsMismatch("flat", "bad_shape", f"expected float32 ({total},), got {flat.shape}")
     source = torch.from_numpy(np.asarray(flat))
     offset = 0
     for (_, shape), tensor in zip(layout, state.values()):

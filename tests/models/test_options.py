@@ -14,7 +14,7 @@ import torch
 from configs.schema import ModelConfig
 from models import ActorCritic, NoisyLinear, build_model
 from models.torsos import ImpalaResNet, NatureCNN
-from models.weights import flatten_state, load_flat_state
+from models.weights import WeightsMismatch, flatten_state, load_flat_state
 
 A = 5
 VEC = (6,)
@@ -273,3 +273,15 @@ def test_models_without_the_last_action_input_ignore_it() -> None:
     assert not any(k.startswith("last_action_layer") for k in model.state_dict())
     obs = obs_for(VEC, (2,))
     torch.testing.assert_close(model(obs).logits, model(obs, last_action=torch.ones(2)).logits)
+
+
+def test_weights_that_do_not_fit_name_the_field_and_leave_the_model_unchanged() -> None:
+    src, dst = make(0), make(1)
+    before = [p.detach().clone() for p in dst.parameters()]
+    layout, flat = flatten_state(src)
+    with pytest.raises(WeightsMismatch, match="layout: bad_layout") as caught:
+        load_flat_state(dst, [*layout[:-1], [layout[-1][0], [999]]], flat)
+    assert caught.value.field == "layout" and caught.value.reason == "bad_layout"
+    with pytest.raises(WeightsMismatch, match="flat: bad_shape"):
+        load_flat_state(dst, layout, flat[:-1])
+    assert all(torch.equal(a, b) for a, b in zip(before, dst.parameters()))
