@@ -32,9 +32,11 @@ Run by: a person (or CI's CPU check) on the machine measured. Owns its child pro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -103,20 +105,32 @@ def learner_steps(info: dict[str, Any], actors: int, seconds: float) -> list[Ste
 
 
 def run_step(step: Step, timeout: float) -> dict[str, Any]:
-    """Run ``step``'s child for at most ``timeout`` seconds; its JSON lines, or an error."""
+    """Run ``step``'s child for at most ``timeout`` seconds; its JSON lines, or an error.
+
+    The child runs in a process group of its own, and the whole group is stopped (SIGTERM, then
+    SIGKILL) when it outlasts ``timeout``, so the learners and actors a benchmark starts never
+    outlive their step.
+    """
     start = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, *step.argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
     try:
-        done = subprocess.run(
-            [sys.executable, *step.argv], cwd=ROOT, capture_output=True, text=True,
-            timeout=max(1.0, timeout),
-        )  # fmt: skip
-    except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
-        err = (exc.stderr or b"").decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        out, err = proc.communicate(timeout=max(1.0, timeout))
+    except subprocess.TimeoutExpired:
+        _signal_group(proc.pid, signal.SIGTERM)  # benchmarks stop their children on SIGTERM
+        try:
+            out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+        _signal_group(proc.pid, signal.SIGKILL)  # whatever is left of the group
         return {"error": f"timed out after {timeout:.0f} s", "tail": (out + err)[-2000:],
                 "seconds": round(time.monotonic() - start, 1)}  # fmt: skip
+    _signal_group(proc.pid, signal.SIGKILL)  # anything the child left running in its group
     lines = []
-    for line in done.stdout.splitlines():
+    for line in out.splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
@@ -124,10 +138,15 @@ def run_step(step: Step, timeout: float) -> dict[str, Any]:
         if isinstance(record, dict):
             lines.append(record)
     result: dict[str, Any] = {"lines": lines, "seconds": round(time.monotonic() - start, 1)}
-    if done.returncode != 0 or not lines:
-        result["error"] = f"exit status {done.returncode}" + ("" if lines else ", no JSON line")
-        result["tail"] = (done.stdout + done.stderr)[-2000:]
+    if proc.returncode != 0 or not lines:
+        result["error"] = f"exit status {proc.returncode}" + ("" if lines else ", no JSON line")
+        result["tail"] = (out + err)[-2000:]
     return result
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the group is gone
+        os.killpg(pgid, sig)
 
 
 def headline(steps: list[Step]) -> dict[str, Any]:
