@@ -57,8 +57,8 @@ def measure(config: schema.Config, seconds: float, warmup_updates: int = 3) -> d
     """Run ``Learner.step`` on synthetic unrolls for ``seconds``; return the JSON figures
     (plus ``frames_per_s_exact``, unrounded, for ratios).
 
-    With replay, the replay is first filled with the synthetic pool so that every measured
-    update samples (``replay.min_size`` permitting).
+    With replay, the replay is first filled with synthetic unrolls up to ``replay.min_size``
+    (at least the pool), so that every measured update samples.
     """
     obs_shape, obs_dtype = observation_spec(config.env)
     device = config.learner.resolved_device
@@ -68,7 +68,9 @@ def measure(config: schema.Config, seconds: float, warmup_updates: int = 3) -> d
     pool = synthetic_unrolls(spec, 4 * b)
     groups = [pool[i * n : (i + 1) * n] for i in range(len(pool) // n)]
     if learner.replay is not None:
-        for traj in pool:
+        # up to replay.min_size (the preset's 100, not just the pool), or no update samples
+        filler = synthetic_unrolls(spec, max(0, config.replay.min_size - len(pool)), seed=99)
+        for traj in [*pool, *filler]:
             learner.replay.push(traj)
     for i in range(warmup_updates):
         learner.step(groups[i % len(groups)], progress=0.0)
