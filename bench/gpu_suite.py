@@ -9,17 +9,18 @@ Steps, in order, each a child process with a timeout of its share of the budget 
 when the budget runs short), each writing ``DIR/NN-<step>.json``:
 
 1. ``device``: Python, torch and CUDA versions, the device name, CPU count.
-2. ``learner-<torso>-<amp>-<compile>``: :mod:`bench.learner_throughput` over sockets
+2. ``learner-<torso>-<precision>-<compile>``: :mod:`bench.learner_throughput` over sockets
    (``--actors`` fake actors, capped at CPU count - 2) for the Nature and IMPALA torsos, fp32
-   and bf16, ``torch.compile`` off and on: 35% of the budget, compile steps weighted double.
+   and bf16, ``torch.compile`` off and on, all in one child (``--variants``, start-up paid
+   once; eager variants first, IMPALA bf16 first of all): 55% of what the learn step leaves.
    Skipped, and saying why: bf16 where the device has no native bf16; on a CPU device, compile
    and bf16 (inductor's C++ build alone outlasts a step's share there, and the CPU check only
    proves that the suite runs).
 3. ``scaling``: :mod:`bench.scaling` with 1, 2, 4, 8 and ``--actors`` real Mario actors (counts
-   above the CPU count less one are dropped): 25%.
+   above the CPU count less one are dropped): the other 45%.
 4. ``learn``: :mod:`bench.learn` on the 1-1 preset with ``--actors`` actors for the time that is
-   left (at least 40%), with a short final eval (1 greedy and 1 sampled episode below a 300 s
-   budget, else 2) and baselines of as many episodes.
+   left (30% of the budget and at least 60 s are kept for it), with a short final eval (1
+   greedy and 1 sampled episode below a 300 s budget, else 2) and baselines of as many.
 
 A step that fails or runs out of time still writes its JSON, with ``error`` (and the tail of its
 output), and the suite goes on. ``DIR/summary.json`` (also printed as one JSON line) holds the
@@ -47,9 +48,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = "configs/mario-1-1.toml"
 SCALING_COUNTS = (1, 2, 4, 8)
-LEARNER_SHARE, SCALING_SHARE = 0.35, 0.25
-STARTUP_S = 20.0
+LEARN_SHARE, LEARN_MIN_S = 0.3, 60.0
+LEARNER_SHARE = 0.55
+"""Of what the learn step leaves; scaling gets the rest."""
+STARTUP_S = 15.0
 """Seconds a child needs before it measures anything (imports, building the model, spawning)."""
+PER_VARIANT_S, COMPILE_S = 8.0, 30.0
+"""Seconds a learner variant costs beside its two windows, and a compile beside that."""
 
 
 @dataclass
@@ -60,6 +65,7 @@ class Step:
     argv: list[str]
     weight: float = 1.0
     result: dict[str, Any] = field(default_factory=dict)
+    variant: str = ""
 
 
 def device_info() -> dict[str, Any]:
@@ -80,28 +86,59 @@ def device_info() -> dict[str, Any]:
     }
 
 
-def learner_steps(info: dict[str, Any], actors: int, seconds: float) -> list[Step]:
-    """The learner-throughput variants; ``seconds`` is each one's measured window."""
-    fake = max(1, min(actors, info["cpu_count"] - 2))
+VARIANT_ORDER = (
+    ("impala", "bf16", False), ("impala", "off", False), ("nature", "bf16", False),
+    ("nature", "off", False), ("impala", "bf16", True), ("impala", "off", True),
+    ("nature", "bf16", True), ("nature", "off", True),
+)  # fmt: skip
+"""Eager variants first, IMPALA bf16 (the headline) first of all: a group cut short by its
+budget loses the compile variants, whose compile time is the least predictable."""
+
+
+def learner_steps(info: dict[str, Any]) -> list[Step]:
+    """One step per learner variant (:data:`VARIANT_ORDER`); the skipped ones say why. The
+    steps share one child process (:func:`run_learner_group`), so their ``argv`` is empty."""
     steps = []
-    for torso in ("nature", "impala"):
-        for amp in ("off", "bf16"):
-            for compiled in (False, True):
-                name = f"learner-{torso}-{'fp32' if amp == 'off' else amp}-" + (
-                    "compile" if compiled else "eager"
-                )
-                argv = ["-m", "bench.learner_throughput", "--config", PRESET,
-                        "--seconds", f"{seconds:.1f}", "--actors", str(fake), "--torso", torso,
-                        "--amp", amp, "--warmup", "3"]  # fmt: skip
-                if compiled:
-                    argv.append("--compile")
-                step = Step(name, argv, weight=2.0 if compiled else 1.0)
-                if amp == "bf16" and not info["bf16"]:
-                    step.result = {"skipped": f"no native bf16 on this {info['device']}"}
-                elif info["device"] == "cpu" and (compiled or amp != "off"):
-                    step.result = {"skipped": "compile and bf16 are measured on a GPU only"}
-                steps.append(step)
+    for torso, amp, compiled in VARIANT_ORDER:
+        precision = "fp32" if amp == "off" else amp
+        name = f"learner-{torso}-{precision}-{'compile' if compiled else 'eager'}"
+        step = Step(name, [], weight=2.0 if compiled else 1.0)
+        step.variant = f"{torso}:{amp}:{'compile' if compiled else 'eager'}"
+        if amp == "bf16" and not info["bf16"]:
+            step.result = {"skipped": f"no native bf16 on this {info['device']}"}
+        elif info["device"] == "cpu" and (compiled or amp != "off"):
+            step.result = {"skipped": "compile and bf16 are measured on a GPU only"}
+        steps.append(step)
     return steps
+
+
+def run_learner_group(steps: list[Step], fake_actors: int, share: float) -> None:
+    """Measure every variant not skipped in one :mod:`bench.learner_throughput` child
+    (``--variants``), so start-up is paid once, within ``share`` seconds; fills each step's
+    result with its JSON line, or the error that kept it from one."""
+    todo = [step for step in steps if not step.result]
+    if not todo:
+        return
+    # per variant: a model, the fake actors' spawn, the warm-ups and the server's stop;
+    # compiling costs more again
+    overhead = STARTUP_S + sum(PER_VARIANT_S + COMPILE_S * (step.weight > 1) for step in todo)
+    window = max(1.0, (share - overhead) / (2 * len(todo)))  # in process, then over sockets
+    group = Step("learner-group", [
+        "-m", "bench.learner_throughput", "--config", PRESET, "--seconds", f"{window:.1f}",
+        "--actors", str(fake_actors), "--warmup", "2",
+        "--variants", ",".join(step.variant for step in todo),
+    ])  # fmt: skip
+    result = run_step(group, share)
+    lines = {line.get("variant"): line for line in result.get("lines") or []}
+    for step in todo:
+        if step.variant in lines:
+            step.result = {"lines": [lines[step.variant]], "window_s": window}
+        else:
+            step.result = {
+                "error": f"not measured: the learner group's child stopped first "
+                f"({result.get('error', 'no line for this variant')})",
+                "tail": result.get("tail", ""),
+            }
 
 
 def run_step(step: Step, timeout: float) -> dict[str, Any]:
@@ -193,37 +230,29 @@ def main(argv: list[str] | None = None) -> int:
     info = device_info()
     files = [_write(args.out, 0, "device", info)]
 
-    group = args.budget_s * LEARNER_SHARE
-    variants = learner_steps(info, args.actors, 1.0)
-    total_weight = sum(s.weight for s in variants if not s.result)
-    for step in variants:
-        share = group * step.weight / max(total_weight, 1.0)
-        # in process, then over sockets after a 3 s warm-up: two windows per step
-        window = max(1.0, (share - STARTUP_S - 3.0) / 2)
-        step.argv[step.argv.index("--seconds") + 1] = f"{window:.1f}"
+    learn_reserve = max(LEARN_SHARE * args.budget_s, LEARN_MIN_S)
+    rest = max(0.0, args.budget_s - learn_reserve)
     cpus = info["cpu_count"]
+    variants = learner_steps(info)
+    run_learner_group(variants, max(1, min(args.actors, cpus - 2)), rest * LEARNER_SHARE)
+    for index, step in enumerate(variants, start=1):
+        files.append(_write(args.out, index, step.name, step.result))
     counts = sorted({n for n in (*SCALING_COUNTS, args.actors) if n <= max(1, cpus - 1)})
-    per_count = args.budget_s * SCALING_SHARE / len(counts)
-    scaling_window = max(2.0, (per_count - STARTUP_S) * 0.6)
+    scaling_share = min(rest * (1 - LEARNER_SHARE), deadline - time.monotonic() - learn_reserve)
+    per_count = max(0.0, scaling_share - STARTUP_S) / len(counts)
+    scaling_window = max(2.0, per_count * 0.5)  # each count also starts its processes
     scaling = Step("scaling", ["-m", "bench.scaling", "--config", PRESET,
                                "--actors", ",".join(map(str, counts)),
                                "--seconds", f"{scaling_window:.1f}",
                                "--warmup", f"{max(1.0, scaling_window / 3):.1f}"])  # fmt: skip
+    scaling.result = run_step(scaling, max(1.0, scaling_share))
     steps = [*variants, scaling]
-    for index, step in enumerate(steps, start=1):
-        if not step.result:
-            share = (
-                group * step.weight / max(total_weight, 1.0)
-                if step in variants
-                else (args.budget_s * SCALING_SHARE)
-            )
-            step.result = run_step(step, min(share, deadline - time.monotonic()))
-        files.append(_write(args.out, index, step.name, step.result))
+    files.append(_write(args.out, len(steps), "scaling", scaling.result))
     left = deadline - time.monotonic()
     learn_actors = max(1, min(args.actors, cpus - 1))
     episodes = "1" if args.budget_s < 300 else "2"
     # what is not training: the launcher's start, then the eval and the baselines
-    minutes = max(0.1, (left - 2 * STARTUP_S - 20.0) / 60.0)
+    minutes = max(0.25, (left - 2 * STARTUP_S - 20.0) / 60.0)
     learn = Step("learn", ["-m", "bench.learn", "--config", PRESET, "--minutes", f"{minutes:.2f}",
                            "--eval-episodes", episodes, "--baseline-episodes", episodes,
                            "--run-dir", str((args.out / "learn-run").resolve()), "--",

@@ -1,7 +1,8 @@
 """Learner throughput: env frames consumed per second, in process or over the real sockets.
 
 Run: ``uv run python -m bench.learner_throughput --seconds 20 [--config C] [--batch-size B]
-[--replay-ratio R] [--amp bf16] [--compile] [--grad-accumulation N] [--actors N]``.
+[--replay-ratio R] [--amp bf16] [--compile] [--grad-accumulation N] [--actors N
+[--variants TORSO:AMP:COMPILE,...]]``.
 
 In process (no ``--actors``): prints one JSON line with ``frames_per_s`` (fresh env frames
 consumed: B_fresh * T * frame skip per update, which is what the actors must supply),
@@ -24,7 +25,8 @@ updates), ``weights_per_s`` and ``weight_mb_per_s`` (broadcasts), ``gpu_utilizat
 share of the window spent ``wait`` (polling with nothing to train on), ``receive`` (decode,
 validation, accounting), ``prepare`` (on the main thread, prefetch off), ``prepare_wait`` (for
 the worker's batch), ``train``, ``publish`` and ``other``, plus ``prepare_worker`` (the prefetch
-thread's busy share).
+thread's busy share). ``--variants`` measures several torso / precision / compile variants in
+turn in one process (one line each, with ``variant``), so a suite pays the start-up once.
 """
 
 from __future__ import annotations
@@ -266,48 +268,83 @@ def main(argv: list[str] | None = None) -> None:
         "--warmup", type=float, default=5.0, help="seconds of warm-up before a socket window"
     )
     parser.add_argument("--no-prefetch", action="store_true", help="set learner.prefetch false")
+    parser.add_argument(
+        "--variants", default=None, metavar="TORSO:AMP:COMPILE,...",
+        help="with --actors: measure each variant in turn in this one process (one JSON line "
+        "each, with its 'variant'), e.g. nature:off:eager,impala:bf16:compile",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.actors is not None and args.actors < 1:
         parser.error(f"--actors: must be >= 1, got {args.actors}")
-    overrides: dict[str, Any] = {}
+    variants: list[tuple[str, str, bool]] = [(args.torso, args.amp, args.compile)]
+    if args.variants is not None:
+        if args.actors is None:
+            parser.error("--variants: needs --actors")
+        try:
+            variants = [_variant(text) for text in args.variants.split(",")]
+        except ValueError as exc:
+            parser.error(f"--variants: {exc}")
+    base: dict[str, Any] = {}
     for key, value in (
         ("learner.batch_size", args.batch_size),
-        ("model.torso", args.torso),
         ("learner.device", args.device),
-        ("learner.amp", args.amp),
         ("learner.grad_accumulation", args.grad_accumulation),
     ):
         if value is not None:
-            overrides[key] = value
-    if args.compile:
-        overrides["learner.compile"] = True
+            base[key] = value
     if args.replay_ratio is not None:
-        overrides["replay.enabled"] = True
-        overrides["replay.ratio"] = args.replay_ratio
-        overrides["replay.min_size"] = 0
+        base["replay.enabled"] = True
+        base["replay.ratio"] = args.replay_ratio
+        base["replay.min_size"] = 0
     if args.no_prefetch:
-        overrides["learner.prefetch"] = False
-    config = schema.load(args.config, overrides)
+        base["learner.prefetch"] = False
+    for torso, amp, compiled in variants:
+        overrides = dict(base)
+        if torso is not None:
+            overrides["model.torso"] = torso
+        if amp is not None:
+            overrides["learner.amp"] = amp
+        if compiled:
+            overrides["learner.compile"] = True
+        try:
+            config = schema.load(args.config, overrides)
+        except schema.ConfigError as exc:
+            parser.error(str(exc))
+        line = _measure_line(config, args.seconds, args.actors, args.warmup)
+        if args.variants is not None:
+            line = {"variant": f"{torso}:{amp}:{'compile' if compiled else 'eager'}", **line}
+        print(json.dumps(line), flush=True)  # a suite that stops this process keeps the lines
+
+
+def _variant(text: str) -> tuple[str, str, bool]:
+    parts = text.strip().split(":")
+    if len(parts) != 3 or parts[2] not in ("eager", "compile"):
+        raise ValueError(f"expected TORSO:AMP:eager or TORSO:AMP:compile, got {text!r}")
+    return parts[0], parts[1], parts[2] == "compile"
+
+
+def _measure_line(
+    config: schema.Config, seconds: float, actors: int | None, warmup_s: float
+) -> dict[str, Any]:
+    """One JSON line: in process only without ``actors``, else over sockets beside it."""
     if config.learner.resolved_device == "cpu" and config.learner.num_threads:
         torch.set_num_threads(config.learner.num_threads)  # as the learner process does
-    in_process = measure(config, args.seconds)
+    in_process = measure(config, seconds)
     exact = in_process.pop("frames_per_s_exact")
-    if args.actors is None:
-        print(json.dumps(in_process))
-        return
-    sockets = measure_sockets(config, args.seconds, args.actors, args.warmup)
-    ratio = sockets["frames_per_s"] / exact
+    if actors is None:
+        return in_process
+    sockets = measure_sockets(config, seconds, actors, warmup_s)
     out = {
         **sockets,
         "frames_per_s": round(sockets["frames_per_s"], 1),
         "updates_per_s": round(sockets["updates_per_s"], 3),
         "in_process_frames_per_s": in_process["frames_per_s"],
-        "vs_in_process": round(ratio, 3),
+        "vs_in_process": round(sockets["frames_per_s"] / exact, 3),
     }
     for key in ("policy_lag_mean", "weights_per_s", "weight_mb_per_s", "gpu_utilization_mean"):
         if out[key] is not None:
             out[key] = round(out[key], 3)
-    print(json.dumps(out))
+    return out
 
 
 if __name__ == "__main__":
