@@ -283,6 +283,7 @@ class Learner:
             return self.train_step(prepared.batch)
         replay, fresh, sample = self.replay, prepared.fresh, prepared.sample
         n_fresh, weights = len(fresh), prepared.weights
+        assert weights is not None  # prepare() builds them whenever there is a replay
         metrics, priorities = self._update(prepared.batch, None if sample is None else weights)
         with self.replay_lock:
             if metrics["optim/skipped_nonfinite"]:
@@ -303,7 +304,7 @@ class Learner:
         batch_size = prepared.batch.batch_size
         metrics["replay/beta"] = prepared.beta
         metrics["replay/replayed_fraction"] = (batch_size - n_fresh) / batch_size
-        metrics["replay/is_weight_mean"] = float(weights.mean()) if weights is not None else 1.0
+        metrics["replay/is_weight_mean"] = float(weights.mean())
         metrics["replay/nonfinite_priorities"] = float((~finite).sum())
         return metrics
 

@@ -79,8 +79,8 @@ class BatchPrefetcher:
 
     def __init__(self, learner: Learner) -> None:
         self.learner = learner
-        self._cuda = learner.device.type == "cuda"
-        self._stream = torch.cuda.Stream(learner.device) if self._cuda else None
+        cuda = learner.device.type == "cuda"
+        self._stream = torch.cuda.Stream(learner.device) if cuda else None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="batch-prep")
         self.prepare_s = 0.0
 

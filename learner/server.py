@@ -495,16 +495,23 @@ class LearnerServer:
         self.timing.receive_s += time.perf_counter() - handling
 
     # -- training ------------------------------------------------------------------------
-    def _take_fresh(self) -> list[tuple[bytes, Trajectory]]:
-        """The oldest ``fresh_per_step`` pending unrolls (batch_size less the replayed share),
-        with the connection each came from (its credit returns once trained on)."""
-        return [self.pending.popleft() for _ in range(self.learner.fresh_per_step)]
+    @property
+    def _batch_pending(self) -> bool:
+        """Whether the pending unrolls fill one update's fresh part."""
+        return len(self.pending) >= self.learner.fresh_per_step
+
+    def _take_fresh(self) -> tuple[list[tuple[bytes, Trajectory]], list[Trajectory], float]:
+        """The oldest ``fresh_per_step`` pending unrolls (batch_size less the replayed share)
+        with the connection each came from (its credit returns once trained on), the unrolls
+        alone, and the budget's progress for the replay's beta."""
+        taken = [self.pending.popleft() for _ in range(self.learner.fresh_per_step)]
+        progress = self.env_frames / self.config.run.total_env_frames
+        return taken, [traj for _, traj in taken], progress
 
     def _submit(self) -> tuple[list[tuple[bytes, Trajectory]], Any]:
         assert self._prefetch is not None
-        taken = self._take_fresh()
-        progress = self.env_frames / self.config.run.total_env_frames
-        return taken, self._prefetch.submit([traj for _, traj in taken], progress)
+        taken, fresh, progress = self._take_fresh()
+        return taken, self._prefetch.submit(fresh, progress)
 
     def _train(self) -> None:
         """Train one update if its data is there.
@@ -514,25 +521,23 @@ class LearnerServer:
         on, so the two overlap; without, the batch is prepared here, then trained on.
         """
         if self._prefetch is None:
-            if len(self.pending) < self.learner.fresh_per_step:
+            if not self._batch_pending:
                 return
-            taken = self._take_fresh()
-            progress = self.env_frames / self.config.run.total_env_frames
+            taken, fresh, progress = self._take_fresh()
             start = time.perf_counter()
-            prepared = self.learner.prepare([traj for _, traj in taken], progress)
+            prepared = self.learner.prepare(fresh, progress)
             self.timing.prepare_s += time.perf_counter() - start
             self._apply(taken, prepared)
             return
         if self._inflight is None:
-            if len(self.pending) < self.learner.fresh_per_step:
+            if not self._batch_pending:
                 return
             self._inflight = self._submit()
         taken, future = self._inflight
         start = time.perf_counter()
         prepared = self._prefetch.take(future)
         self.timing.prepare_wait_s += time.perf_counter() - start
-        ready = len(self.pending) >= self.learner.fresh_per_step
-        self._inflight = self._submit() if ready else None
+        self._inflight = self._submit() if self._batch_pending else None
         self._apply(taken, prepared)
 
     def _settle_prefetch(self) -> None:
@@ -636,7 +641,7 @@ class LearnerServer:
         while not self.stopping and self.env_frames < rc.total_env_frames:
             self.watchdog.progress()
             # wait for messages only when there is nothing to train on
-            ready = self._inflight is not None or len(self.pending) >= self.learner.fresh_per_step
+            ready = self._inflight is not None or self._batch_pending
             self._receive(timeout_ms=0 if ready else 50)
             self._train()
             self._publish_if_due()  # a version held back by the interval goes out now
