@@ -21,7 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from protocol.messages import EpisodeStats, Trajectory, TrajectorySpec
+from protocol.messages import (
+    EpisodeStats,
+    Role,
+    Trajectory,
+    TrajectorySpec,
+    fields_with,
+    following_action,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +116,11 @@ class UnrollCollector:
 
     def _alloc(self) -> None:
         k, fields = self.num_envs, self.spec.fields
+        # one [K, T or T+1, ...] buffer per per-step field; the per-unroll fields and the
+        # truncated rows are kept apart (one per env, and a list of any length)
         self._buf = {
-            name: np.zeros((k, *spec.shape), dtype=spec.dtype)
-            for name, spec in fields.items()
-            if name not in ("truncated_obs", "initial_core_state", "initial_last_action")
+            name: np.zeros((k, *fields[name].shape), dtype=fields[name].dtype)
+            for name in fields_with(Role.STEP, Role.STEP_AND_BOOTSTRAP)
         }
         self._initial_state = np.zeros((k, *self.spec.state_shape), dtype=np.float32)
         self._initial_last_action = np.full(k, self.spec.no_action, dtype=np.int64)
@@ -158,7 +166,7 @@ class UnrollCollector:
             return self._initial_last_action.copy()
         b, t = self._buf, self._t - 1
         ended = b["terminated"][:, t] | b["truncated"][:, t]
-        return np.where(ended, self.spec.no_action, b["action"][:, t])
+        return following_action(b["action"][:, t], ended, self.spec.no_action)
 
     @property
     def current_obs(self) -> np.ndarray:
@@ -220,13 +228,7 @@ class UnrollCollector:
                     run_id=self.run_id,
                     seq=-1,  # numbered by the sender (see actor.worker.Actor._send)
                     env_index=i,
-                    obs=b["obs"][i],
-                    action=b["action"][i],
-                    reward=b["reward"][i],
-                    terminated=b["terminated"][i],
-                    truncated=b["truncated"][i],
-                    behaviour_logits=b["behaviour_logits"][i],
-                    policy_version=b["policy_version"][i],
+                    **{name: buf[i] for name, buf in b.items()},
                     truncated_obs=np.stack(trunc) if trunc else empty_trunc,
                     initial_core_state=self._initial_state[i],
                     initial_last_action=self._initial_last_action[i, ...],

@@ -268,10 +268,7 @@ class Actor:
         obs_shape, obs_dtype = observation_spec(config.env)
         actions = num_actions(config.env)
         self.model = build_model(config.model, obs_shape, actions).eval()
-        self.spec = TrajectorySpec(
-            config.actor.unroll_length, obs_shape, np.dtype(obs_dtype), actions,
-            tuple(self.model.state_shape),
-        )  # fmt: skip
+        self.spec = TrajectorySpec.for_run(config, self.model, obs_dtype)
         self.recurrent = self.model.state_shape != (0,)
         self._base_seed = config.run.seed + 1000 * self.options.actor_id
         self.env_failures = 0

@@ -29,10 +29,7 @@ def run_spec(config: schema.Config) -> TrajectorySpec:
     obs_shape, obs_dtype = observation_spec(config.env)
     actions = num_actions(config.env)
     model = build_model(config.model, obs_shape, actions)
-    return TrajectorySpec(
-        config.actor.unroll_length, obs_shape, np.dtype(obs_dtype), actions,
-        tuple(model.state_shape),
-    )  # fmt: skip
+    return TrajectorySpec.for_run(config, model, obs_dtype)
 
 
 def synthetic_unrolls(spec: TrajectorySpec, count: int, seed: int = 0) -> list[Trajectory]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from learner.collate import Batch
+from protocol.messages import Role, fields_with
 
 __all__ = [
     "BATCH_MAJOR_FIELDS",
@@ -63,21 +64,12 @@ def micro_bounds(batch_size: int, parts: int) -> list[tuple[int, int]]:
     return bounds
 
 
-# How each Batch field is cut along B. A new field must be added to one of these (or handled
-# like the truncation table), otherwise slice_batch refuses rather than pass it through uncut.
-TIME_MAJOR_FIELDS = (
-    "obs",
-    "action",
-    "reward",
-    "terminated",
-    "truncated",
-    "behaviour_logits",
-    "policy_version",
-)
+# How each Batch field is cut along B, from the unroll fields' roles (their one declaration is
+# protocol.messages.Trajectory); the truncation table is re-indexed instead.
+TIME_MAJOR_FIELDS = fields_with(Role.STEP, Role.STEP_AND_BOOTSTRAP)
 """Fields laid out ``[T or T+1, B, ...]``: sliced along dim 1."""
-BATCH_MAJOR_FIELDS: tuple[str, ...] = ("initial_core_state", "initial_last_action")
+BATCH_MAJOR_FIELDS = fields_with(Role.UNROLL)
 """Per-unroll fields laid out ``[B, ...]`` (e.g. an initial recurrent state): sliced along dim 0."""
-_TRUNCATION_FIELDS = ("truncated_obs", "truncated_index")
 
 
 def slice_batch(batch: Batch, lo: int, hi: int) -> Batch:
@@ -87,33 +79,19 @@ def slice_batch(batch: Batch, lo: int, hi: int) -> Batch:
     ``[lo, hi)`` are kept (same order) and renumbered ``t * (hi - lo) + (b - lo)``.
 
     Raises:
-        ValueError: ``0 <= lo < hi <= B`` does not hold, or the batch has a field this module
-            does not know how to slice (named).
+        ValueError: ``0 <= lo < hi <= B`` does not hold.
     """
     b = batch.batch_size
     if not 0 <= lo < hi <= b:
         raise ValueError(f"lo, hi: expected 0 <= lo < hi <= {b}, got {lo}, {hi}")
     if lo == 0 and hi == b:
         return batch
-    known = {*TIME_MAJOR_FIELDS, *BATCH_MAJOR_FIELDS, *_TRUNCATION_FIELDS}
-    for name in batch._fields:
-        if name not in known:
-            raise ValueError(
-                f"{name}: learner.batching.slice_batch does not know how to slice this Batch "
-                "field; add it to TIME_MAJOR_FIELDS or BATCH_MAJOR_FIELDS"
-            )
     index = batch.truncated_index
     t, col = index // b, index % b
     keep = (col >= lo) & (col < hi)
     cols = slice(lo, hi)
     changes = {name: getattr(batch, name)[:, cols] for name in TIME_MAJOR_FIELDS}
-    changes.update(
-        {
-            name: getattr(batch, name)[cols]
-            for name in BATCH_MAJOR_FIELDS
-            if getattr(batch, name) is not None
-        }
-    )
+    changes.update({name: getattr(batch, name)[cols] for name in BATCH_MAJOR_FIELDS})
     changes["truncated_obs"] = batch.truncated_obs[keep]
     changes["truncated_index"] = (t[keep] * (hi - lo) + (col[keep] - lo)).to(torch.int64)
     return batch._replace(**changes)

@@ -17,40 +17,29 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from protocol.messages import Trajectory
+from protocol.messages import UNROLL_FIELDS, Role, Trajectory, fields_with, following_action
+
+#: The batch's columns: every array field of the unroll (``protocol.messages.UNROLL_FIELDS``,
+#: their only declaration), then ``truncated_index``, which the batch adds.
+BATCH_FIELDS: tuple[str, ...] = (*UNROLL_FIELDS, "truncated_index")
 
 
-class Batch(NamedTuple):
-    """B unrolls of T steps, time-major, on the learner's device.
+class Batch(NamedTuple("BatchColumns", [(name, Tensor) for name in BATCH_FIELDS])):  # type: ignore[misc]
+    """B unrolls of T steps on the learner's device: one tensor per unroll field, and one more.
 
-    Attributes:
-        obs: [T+1, B, *obs_shape] uint8 or float32.
-        action: [T, B] int64.
-        reward: [T, B] float32, raw env rewards.
-        terminated: [T, B] bool.
-        truncated: [T, B] bool.
-        behaviour_logits: [T, B, A] float32.
-        policy_version: [T, B] int64.
-        truncated_obs: [N, *obs_shape] final observations of truncated steps.
-        truncated_index: [N] int64 flat index ``t * B + b`` of each truncated step, row for
-            row with ``truncated_obs``.
-        initial_core_state: [B, *state_shape] float32 recurrent core state before each
-            unroll's first step (``[B, 0]`` for a feed-forward model).
-        initial_last_action: [B] int64 action before each unroll's first observation (A at
-            an episode start); :func:`last_actions` derives the rest.
+    - ``Role.STEP`` fields are ``[T, B, ...]`` and ``Role.STEP_AND_BOOTSTRAP`` ones
+      ``[T+1, B, ...]`` (time-major): ``obs`` [T+1, B, *obs_shape] uint8 or float32, ``action``
+      [T, B] int64, ``reward`` [T, B] float32 (raw env rewards), ``terminated`` and
+      ``truncated`` [T, B] bool, ``behaviour_logits`` [T, B, A] float32, ``policy_version``
+      [T, B] int64.
+    - ``Role.UNROLL`` fields are ``[B, ...]``: ``initial_core_state`` [B, *state_shape] float32
+      (``[B, 0]`` for a feed-forward model), ``initial_last_action`` [B] int64 (A at an
+      episode start; :func:`last_actions` derives the rest).
+    - ``truncated_obs`` [N, *obs_shape]: the final observations of truncated steps, row for row
+      with ``truncated_index`` [N] int64, each step's flat index ``t * B + b``.
     """
 
-    obs: Tensor
-    action: Tensor
-    reward: Tensor
-    terminated: Tensor
-    truncated: Tensor
-    behaviour_logits: Tensor
-    policy_version: Tensor
-    truncated_obs: Tensor
-    truncated_index: Tensor
-    initial_core_state: Tensor | None = None
-    initial_last_action: Tensor | None = None
+    __slots__ = ()
 
     @property
     def unroll_length(self) -> int:
@@ -103,22 +92,17 @@ def collate(
         for step in np.flatnonzero(t.truncated)
     ]
     obs_rows = np.concatenate(trunc_obs) if trunc_obs else trajectories[0].truncated_obs
+    columns = {name: stack(name) for name in fields_with(Role.STEP, Role.STEP_AND_BOOTSTRAP)}
+    columns.update(
+        {
+            name: torch.from_numpy(np.stack([getattr(t, name) for t in trajectories])).to(device)
+            for name in fields_with(Role.UNROLL)
+        }
+    )
     return Batch(
-        obs=stack("obs"),
-        action=stack("action"),
-        reward=stack("reward"),
-        terminated=stack("terminated"),
-        truncated=stack("truncated"),
-        behaviour_logits=stack("behaviour_logits"),
-        policy_version=stack("policy_version"),
+        **columns,
         truncated_obs=torch.from_numpy(np.ascontiguousarray(obs_rows)).to(device),
         truncated_index=torch.as_tensor(index, dtype=torch.int64, device=device),
-        initial_core_state=torch.from_numpy(
-            np.stack([t.initial_core_state for t in trajectories])
-        ).to(device),
-        initial_last_action=torch.from_numpy(
-            np.stack([t.initial_last_action for t in trajectories])
-        ).to(device),
     )
 
 
@@ -126,19 +110,13 @@ def last_actions(batch: Batch, no_action: int) -> tuple[Tensor, Tensor]:
     """The previous action of every observation of a batch (the last-action model input).
 
     Row 0 is ``batch.initial_last_action``; row t + 1 is ``action[t]``, or ``no_action`` (A)
-    where step t ended an episode, so ``obs[t + 1]`` starts the next one: the same rule the
-    actor applies while acting (:attr:`actor.rollout.UnrollCollector.current_last_action`).
+    where step t ended an episode, so ``obs[t + 1]`` starts the next one
+    (:func:`protocol.messages.following_action`, the rule the actor applies while acting).
     A truncated step's final observation follows that step's action.
 
     Returns:
         ``([T+1, B] int64, [N] int64)``: for ``batch.obs`` and for ``batch.truncated_obs``.
-
-    Raises:
-        ValueError: the batch has no ``initial_last_action``.
     """
-    if batch.initial_last_action is None:
-        raise ValueError("initial_last_action: the batch was built without previous actions")
-    ended = batch.terminated | batch.truncated
-    following = torch.where(ended, torch.full_like(batch.action, no_action), batch.action)
+    following = following_action(batch.action, batch.terminated | batch.truncated, no_action)
     rows = torch.cat([batch.initial_last_action.view(1, -1).to(following.dtype), following])
     return rows, batch.action.flatten()[batch.truncated_index]

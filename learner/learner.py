@@ -41,7 +41,7 @@ from learner.collate import Batch, collate, last_actions
 from learner.replay import PrioritizedReplay, ReplaySample
 from learner.targets import bootstrap_inputs, return_targets
 from models import build_model
-from protocol.messages import Trajectory, TrajectorySpec, ValueLimits
+from protocol.messages import Trajectory, TrajectorySpec
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,7 @@ class Learner:
         obs_shape: one observation's shape.
         num_actions: size of the discrete action set.
         device: torch device for the model and batches.
-        obs_dtype: observation dtype of the trajectories (for the replay's storage); None =
-            uint8 for (C, H, W) images, float32 for vectors, as :func:`actor.env.observation_spec`.
+        obs_dtype: observation dtype of the trajectories, as :func:`actor.env.observation_spec`.
 
     Raises:
         ValueError: as :func:`models.build_model` for a model that does not fit.
@@ -106,7 +105,7 @@ class Learner:
         obs_shape: tuple[int, ...],
         num_actions: int,
         device: str,
-        obs_dtype: np.dtype | type | str | None = None,
+        obs_dtype: np.dtype | type | str,
     ) -> None:
         lc, rc = config.learner, config.replay
         self.config = config
@@ -139,21 +138,7 @@ class Learner:
         # fp16 needs loss scaling (its 5-bit exponent underflows small gradients); bf16 has
         # float32's exponent range and does not
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=lc.amp == "fp16")
-        if obs_dtype is None:
-            obs_dtype = np.uint8 if len(obs_shape) == 3 else np.float32
-        self.spec = TrajectorySpec(
-            config.actor.unroll_length,
-            tuple(obs_shape),
-            np.dtype(obs_dtype),
-            num_actions,
-            state_shape=tuple(self.model.state_shape),
-            limits=ValueLimits(
-                reward=lc.max_abs_reward,
-                logit=lc.max_abs_logit,
-                core_state=lc.max_abs_core_state,
-                obs=lc.max_abs_obs,
-            ),
-        )
+        self.spec = TrajectorySpec.for_run(config, self.model, obs_dtype)
         """The run's unroll layout and value limits: the server validates arrivals with it."""
         self.replay: PrioritizedReplay | None = None
         self.replay_lock = threading.Lock()

@@ -3,7 +3,10 @@
 Run by: every process (actors encode unrolls, the learner decodes them; the learner encodes
 weights and status, actors and the launcher decode them).
 Owns: ``PROTOCOL_VERSION``, the message classes, the dtype allow-list and the trajectory field
-spec (name -> shape, dtype) from which buffers, the codec's validation and test fixtures derive.
+layout: each array field of :class:`Trajectory` is declared once, with its :class:`Role`, and
+:class:`TrajectorySpec` derives every shape and dtype from those declarations; the rollout
+buffers, the codec's validation, the learner's batch and its slicing derive from the spec. Also
+the previous-action rule (:func:`following_action`) that actor, learner and evaluation share.
 
 Each message is a frozen dataclass. Fields annotated ``np.ndarray`` travel as raw array frames;
 every other field travels in the msgpack header and must be a plain scalar, string or a list of
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Any, ClassVar
 
 import numpy as np
@@ -96,6 +100,65 @@ def check_magnitude(name: str, array: np.ndarray, limit: float) -> None:
         raise ProtocolError(name, "too_large", f"|value| {largest:.3g} > limit {limit:.3g}")
 
 
+class Role(StrEnum):
+    """Where one array field of an unroll sits in time; its leading dimensions follow.
+
+    - ``STEP`` ``[T, ...]``: one row per agent step.
+    - ``STEP_AND_BOOTSTRAP`` ``[T+1, ...]``: one per step plus the one after the last (the
+      bootstrap observation).
+    - ``UNROLL`` ``[...]``: once per unroll (the state before its first step).
+    - ``TRUNCATED_ROWS`` ``[N, ...]``: one row per set ``truncated`` flag, in time order.
+
+    The learner's batch puts the first two time-major (``[T or T+1, B, ...]``), ``UNROLL``
+    fields batch-major (``[B, ...]``) and the rows in one table indexed by step.
+    """
+
+    STEP = "step"
+    STEP_AND_BOOTSTRAP = "step_and_bootstrap"
+    UNROLL = "unroll"
+    TRUNCATED_ROWS = "truncated_rows"
+
+
+@dataclass(frozen=True)
+class UnrollField:
+    """The declaration of one array field of :class:`Trajectory`.
+
+    Attributes:
+        role: its place in time (:class:`Role`).
+        dtype: numpy dtype name, or None for the run's observation dtype.
+        trailing: the shape after the leading dimensions: ``""`` (none), ``"obs"`` (one
+            observation), ``"actions"`` (A) or ``"state"`` (the core state).
+    """
+
+    role: Role
+    dtype: str | None
+    trailing: str = ""
+
+
+def declare(role: Role, dtype: str | None, trailing: str = "") -> dict[str, UnrollField]:
+    """The dataclass-field metadata that declares one array field of :class:`Trajectory`."""
+    return {"unroll": UnrollField(role, dtype, trailing)}
+
+
+def following_action[A](action: A, ended: Any, no_action: int) -> A:
+    """The previous action of the observation after a step: the one taken, or ``no_action``
+    (A, "none") where the step ended the episode, so that observation starts the next one.
+
+    The one rule actor (acting), learner (the batch's inputs) and evaluation share for the
+    last-action input (IMPALA's, Espeholt et al. 2018, section 5.1). Element-wise on numpy
+    arrays and torch tensors alike.
+
+    Args:
+        action: int64 actions of any shape, numpy or torch.
+        ended: bool of the same shape and kind: the step terminated or truncated an episode.
+        no_action: the "none" index, A.
+
+    Returns:
+        int64 of ``action``'s shape and kind.
+    """
+    return action * ~ended + no_action * ended  # type: ignore[operator]
+
+
 @dataclass(frozen=True)
 class TrajectorySpec:
     """The unroll layout for one run, derived from its config.
@@ -117,41 +180,55 @@ class TrajectorySpec:
     state_shape: tuple[int, ...] = (0,)
     limits: ValueLimits = ValueLimits()
 
+    @classmethod
+    def for_run(cls, config: Any, model: Any, obs_dtype: np.dtype | type | str) -> TrajectorySpec:
+        """The layout of one run, the same in actor, learner and replay.
+
+        Args:
+            config: the run's ``configs.schema.Config`` (``actor.unroll_length`` and the
+                learner's ``max_abs_*`` limits are read; duck-typed, so the wire imports no
+                config).
+            model: the run's ``models.ActorCritic`` (``obs_shape``, ``num_actions``,
+                ``state_shape`` are read).
+            obs_dtype: one observation's dtype (``envs.observation_spec``).
+        """
+        lc = config.learner
+        return cls(
+            config.actor.unroll_length,
+            tuple(model.obs_shape),
+            np.dtype(obs_dtype),
+            int(model.num_actions),
+            tuple(model.state_shape),
+            ValueLimits(lc.max_abs_reward, lc.max_abs_logit, lc.max_abs_core_state, lc.max_abs_obs),
+        )
+
     @property
     def fields(self) -> dict[str, ArraySpec]:
-        """Every array of a :class:`Trajectory`, with T+1 observation rows for the bootstrap.
+        """Every array of a :class:`Trajectory` (declaration order), from its declarations.
 
-        - ``obs`` [T+1, *obs_shape]: observation before each step, plus the one after the last.
-        - ``action`` [T] int64: action taken by the behaviour policy.
-        - ``reward`` [T] float32: raw env reward (summed over the frame skip).
-        - ``terminated`` [T] bool: the episode ended at this step (zeroes the bootstrap).
-        - ``truncated`` [T] bool: the episode was cut at this step (bootstraps from
-          ``truncated_obs``); ``obs[t + 1]`` is then the next episode's first observation.
-        - ``behaviour_logits`` [T, A] float32: logits of the behaviour policy.
-        - ``policy_version`` [T] int64: learner version of the weights that chose each action.
-        - ``truncated_obs`` [N, *obs_shape]: the final observation of each truncated step, in
-          time order (N = number of set ``truncated`` flags, usually 0).
-        - ``initial_core_state`` [*state_shape] float32: the recurrent core state before the
-          unroll's first step (the learner re-runs the core from it, resetting it wherever an
-          episode ends).
-        - ``initial_last_action`` [] int64: the action taken before ``obs[0]``, or
-          :attr:`no_action` (= A) when ``obs[0]`` starts an episode. Later steps' previous
-          actions follow from ``action`` and the episode ends, so only this one travels; a
-          model with ``model.last_action`` takes them as input (IMPALA's last-action input).
+        The trailing shape is the observation's for ``obs``, ``truncated_obs``, A for
+        ``behaviour_logits`` and ``state_shape`` for ``initial_core_state``; the leading one
+        follows the field's :class:`Role` (T, T+1, none, or any number of rows).
         """
         t = self.unroll_length
-        obs_dtype = np.dtype(self.obs_dtype)
+        trailing = {
+            "": (),
+            "obs": tuple(self.obs_shape),
+            "actions": (self.num_actions,),
+            "state": tuple(self.state_shape),
+        }
+        leading: dict[Role, tuple[int | None, ...]] = {
+            Role.STEP: (t,),
+            Role.STEP_AND_BOOTSTRAP: (t + 1,),
+            Role.UNROLL: (),
+            Role.TRUNCATED_ROWS: (None,),
+        }
         return {
-            "obs": ArraySpec((t + 1, *self.obs_shape), obs_dtype),
-            "action": ArraySpec((t,), np.dtype(np.int64)),
-            "reward": ArraySpec((t,), np.dtype(np.float32)),
-            "terminated": ArraySpec((t,), np.dtype(np.bool_)),
-            "truncated": ArraySpec((t,), np.dtype(np.bool_)),
-            "behaviour_logits": ArraySpec((t, self.num_actions), np.dtype(np.float32)),
-            "policy_version": ArraySpec((t,), np.dtype(np.int64)),
-            "truncated_obs": ArraySpec((None, *self.obs_shape), obs_dtype),
-            "initial_core_state": ArraySpec(tuple(self.state_shape), np.dtype(np.float32)),
-            "initial_last_action": ArraySpec((), np.dtype(np.int64)),
+            name: ArraySpec(
+                (*leading[decl.role], *trailing[decl.trailing]),
+                np.dtype(self.obs_dtype if decl.dtype is None else decl.dtype),
+            )
+            for name, decl in UNROLL_FIELDS.items()
         }
 
     @property
@@ -384,10 +461,31 @@ class Credit(Message):
 
 @dataclass(frozen=True)
 class Trajectory(Message):
-    """Actor -> learner: one unroll of one env; layout in :class:`TrajectorySpec`.
+    """Actor -> learner: one unroll of one env of T agent steps.
 
     ``seq`` counts this actor incarnation's unrolls from 0 (duplicate detection);
     ``run_id`` identifies the incarnation; ``episodes`` lists episodes that ended in it.
+
+    The array fields below are the unroll layout's only declaration (:data:`UNROLL_FIELDS`);
+    :meth:`TrajectorySpec.fields` gives their shapes and dtypes for one run:
+
+    - ``obs`` [T+1, *obs_shape]: observation before each step, plus the one after the last.
+    - ``action`` [T] int64: action taken by the behaviour policy.
+    - ``reward`` [T] float32: raw env reward (summed over the frame skip).
+    - ``terminated`` [T] bool: the episode ended at this step (zeroes the bootstrap).
+    - ``truncated`` [T] bool: the episode was cut at this step (bootstraps from
+      ``truncated_obs``); ``obs[t + 1]`` is then the next episode's first observation.
+    - ``behaviour_logits`` [T, A] float32: logits of the behaviour policy.
+    - ``policy_version`` [T] int64: learner version of the weights that chose each action.
+    - ``truncated_obs`` [N, *obs_shape]: the final observation of each truncated step, in
+      time order (N = number of set ``truncated`` flags, usually 0).
+    - ``initial_core_state`` [*state_shape] float32: the recurrent core state before the
+      unroll's first step (the learner re-runs the core from it, resetting it wherever an
+      episode ends).
+    - ``initial_last_action`` [] int64: the action taken before ``obs[0]``, or
+      :attr:`TrajectorySpec.no_action` (= A) when ``obs[0]`` starts an episode. Later steps'
+      previous actions follow from ``action`` and the episode ends (:func:`following_action`),
+      so only this one travels; a model with ``model.last_action`` takes them as input.
     """
 
     TYPE: ClassVar[str] = "trajectory"
@@ -395,17 +493,28 @@ class Trajectory(Message):
     run_id: str
     seq: int
     env_index: int
-    obs: np.ndarray
-    action: np.ndarray
-    reward: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    behaviour_logits: np.ndarray
-    policy_version: np.ndarray
-    truncated_obs: np.ndarray
-    initial_core_state: np.ndarray
-    initial_last_action: np.ndarray
+    obs: np.ndarray = field(metadata=declare(Role.STEP_AND_BOOTSTRAP, None, "obs"))
+    action: np.ndarray = field(metadata=declare(Role.STEP, "int64"))
+    reward: np.ndarray = field(metadata=declare(Role.STEP, "float32"))
+    terminated: np.ndarray = field(metadata=declare(Role.STEP, "bool"))
+    truncated: np.ndarray = field(metadata=declare(Role.STEP, "bool"))
+    behaviour_logits: np.ndarray = field(metadata=declare(Role.STEP, "float32", "actions"))
+    policy_version: np.ndarray = field(metadata=declare(Role.STEP, "int64"))
+    truncated_obs: np.ndarray = field(metadata=declare(Role.TRUNCATED_ROWS, None, "obs"))
+    initial_core_state: np.ndarray = field(metadata=declare(Role.UNROLL, "float32", "state"))
+    initial_last_action: np.ndarray = field(metadata=declare(Role.UNROLL, "int64"))
     episodes: list[EpisodeStats] = field(default_factory=list)
+
+
+UNROLL_FIELDS: dict[str, UnrollField] = {
+    f.name: f.metadata["unroll"] for f in fields(Trajectory) if "unroll" in f.metadata
+}
+"""Name -> declaration of every array field of :class:`Trajectory`, in declaration order."""
+
+
+def fields_with(*roles: Role) -> tuple[str, ...]:
+    """Names of the unroll's array fields whose role is one of ``roles``, in declaration order."""
+    return tuple(name for name, decl in UNROLL_FIELDS.items() if decl.role in roles)
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def server_config(sockets: Path, **overrides: Any) -> schema.Config:
 def learner(seed: int = 0, **overrides: Any) -> Learner:
     """A CPU learner whose initial weights depend only on ``seed``."""
     torch.manual_seed(seed)
-    return Learner(config(**overrides), OBS_SHAPE, NUM_ACTIONS, "cpu")
+    return Learner(config(**overrides), OBS_SHAPE, NUM_ACTIONS, "cpu", np.float32)
 
 
 def unrolls(count: int, seed: int = 0, truncations: bool = True) -> list[Trajectory]:

@@ -53,8 +53,6 @@ def test_last_actions_follow_actions_and_reset_after_episode_ends() -> None:
     assert rows[:, 0].tolist() == [2, 1, 2, 1, 1]  # step 1 terminated: row 2 starts afresh
     assert rows[:, 1].tolist() == [1, 0, 1, 2, 0]  # step 2 truncated: row 3 starts afresh
     assert final.tolist() == [1]  # the truncated step's final obs follows its own action
-    with pytest.raises(ValueError, match="initial_last_action"):
-        last_actions(batch._replace(initial_last_action=None), SPEC.no_action)
 
 
 def test_bootstrap_inputs_zero_terminations_and_bootstrap_truncations() -> None:
@@ -87,7 +85,7 @@ def test_train_step_learns_to_prefer_the_rewarded_action() -> None:
         "env.id": "CartPole-v1", "model.torso": "mlp", "model.hidden_size": 16,
         "learner.learning_rate": 0.01, "learner.entropy_cost": 0.0,
     })  # fmt: skip
-    learner = Learner(config, (3,), 2, "cpu")
+    learner = Learner(config, (3,), 2, "cpu", np.float32)
     rng = np.random.default_rng(0)
     for step in range(60):
         arrays = SPEC.empty()
@@ -106,9 +104,9 @@ def test_train_step_learns_to_prefer_the_rewarded_action() -> None:
 
 def test_state_dict_round_trip_continues_counters() -> None:
     config = schema.load(None, {"env.id": "CartPole-v1", "model.torso": "mlp"})
-    a = Learner(config, (3,), 2, "cpu")
+    a = Learner(config, (3,), 2, "cpu", np.float32)
     a.train_step(collate([traj(0)]))
-    b = Learner(config, (3,), 2, "cpu")
+    b = Learner(config, (3,), 2, "cpu", np.float32)
     b.load_state_dict(a.state_dict())
     assert b.policy_version == 1
     for pa, pb in zip(a.model.parameters(), b.model.parameters()):
