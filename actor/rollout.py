@@ -249,7 +249,7 @@ def step_envs(
     """Step each Gymnasium env once, resetting the ones whose episode ended (same-step reset).
 
     Args:
-        envs: K environments built by :func:`actor.env.make_env`.
+        envs: K environments built by :func:`envs.factory.make_env`.
         actions: [K] int64.
         rebuild: ``rebuild(i)`` builds a replacement for env ``i``. When given, an env whose
             ``step`` raises is closed, replaced in ``envs`` and reset, and ``i`` goes to

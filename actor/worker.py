@@ -34,9 +34,10 @@ import numpy as np
 import torch
 import zmq
 
-from actor.env import make_env, num_actions, observation_spec
 from actor.rollout import UnrollCollector, greedy_behaviour, step_envs
 from configs import schema
+from envs.factory import make_env
+from envs.spec import num_actions, observation_spec
 from models import build_model
 from models.weights import WeightsMismatch, load_flat_state
 from protocol import transport

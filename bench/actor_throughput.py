@@ -33,10 +33,10 @@ import tomli_w
 import torch
 import zmq
 
-from actor.env import num_actions, observation_spec
 from actor.worker import Actor, ActorOptions
 from configs import schema
 from configs.cli import DEFAULT_CONFIG
+from envs.spec import num_actions, observation_spec
 from models import build_model
 from models.weights import flatten_state
 from protocol import transport
@@ -68,9 +68,9 @@ def env_loop_fps(config: schema.Config, seconds: float, seed: int = 0) -> float:
     import gym_super_mario_bros
     from nes_py.wrappers import JoypadSpace
 
-    from actor.env import _mario_action_set
+    from envs.factory import mario_action_set
 
-    env = JoypadSpace(gym_super_mario_bros.make(config.env.id), _mario_action_set(config.env))
+    env = JoypadSpace(gym_super_mario_bros.make(config.env.id), mario_action_set(config.env))
     env.reset(seed=seed)
     rng = np.random.default_rng(seed)
     n = env.action_space.n

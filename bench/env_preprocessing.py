@@ -1,7 +1,7 @@
 """Benchmark Mario preprocessing (fused vs Gymnasium chain) and SyncVectorEnv overhead.
 
 Run by: a developer, ``python -m bench.env_preprocessing [--seconds 20]``.
-Owns: the numbers quoted in ``actor/env.py``'s docstring.
+Owns: the numbers quoted in ``envs/factory.py``'s docstring.
 
 Method: everything runs in this one process pinned to one CPU core, with uniform random actions
 from a fixed seed (each variant replays the same action sequence, so visits the same game
@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from actor.env import make_env, make_vector_env
 from configs.schema import EnvConfig
+from envs.factory import make_env, make_vector_env
 
 # A runner steps its env(s) until the CPU-time deadline and returns the agent steps it made.
 Runner = Callable[[float], int]

@@ -113,7 +113,7 @@ def training_stages(config: schema.Config) -> tuple[str, ...]:
         return ()
     if config.env.stages:
         return config.env.resolved_stages
-    from actor.stages import stage_of_env_id
+    from envs.stages import stage_of_env_id
 
     return (stage_of_env_id(config.env.id) or "1-1",)
 

@@ -44,11 +44,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from actor.env import num_actions, observation_spec
 from bench import fake_actor
 from bench.synthetic import run_spec, synthetic_unrolls
 from configs import schema
 from configs.cli import DEFAULT_CONFIG
+from envs.spec import num_actions, observation_spec
 from learner.learner import Learner
 from learner.server import LearnerServer
 from protocol import transport

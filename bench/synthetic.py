@@ -23,7 +23,7 @@ def run_spec(config: schema.Config) -> TrajectorySpec:
     learner validates it."""
     # Imported here: fake actor processes import this module for synthetic_unrolls alone, and
     # must not pay for torch (the model) and the emulator (the env's shapes) at every spawn.
-    from actor.env import num_actions, observation_spec
+    from envs.spec import num_actions, observation_spec
     from models import build_model
 
     obs_shape, obs_dtype = observation_spec(config.env)

@@ -20,6 +20,8 @@ from typing import Any
 
 import tomli_w
 
+from envs.stages import parse_stages
+
 
 class ConfigError(ValueError):
     """A config value is unknown, of the wrong type or out of range; the message names the field."""
@@ -113,7 +115,7 @@ class EnvConfig:
     stall_steps: int = option(
         0,
         "Mario: end an episode as terminated (no bootstrap) after this many agent steps "
-        "without a new best x_pos, so an agent stuck at a pipe stops there (actor/stall.py). "
+        "without a new best x_pos, so an agent stuck at a pipe stops there (envs/stall.py). "
         "0 = off.",
         ge=0,
     )
@@ -146,7 +148,7 @@ class EnvConfig:
     stage_sampling: str = option(
         "uniform",
         "How env.stages are drawn: uniform, or curriculum (weight m + (1 - m) * (1 - recent "
-        "clear rate), per env; see actor/stages.py).",
+        "clear rate), per env; see envs/curriculum.py).",
         choices=("uniform", "curriculum"),
     )
     curriculum_window: int = option(
@@ -163,7 +165,7 @@ class EnvConfig:
         0.0,
         "Mario: fraction of episodes that start from an emulator snapshot the env saved along "
         "the agent's own earlier episodes instead of the stage's start (Go-Explore's restore, "
-        "Ecoffet et al. 2021; Backplay, Resnick et al. 2018; actor/restarts.py). Such episodes "
+        "Ecoffet et al. 2021; Backplay, Resnick et al. 2018; envs/restarts.py). Such episodes "
         "are counted apart and never enter the reported flag rate, x figures or curriculum; "
         "evaluation never uses them. 0 = off; at most 0.95, so true-start episodes remain.",
         ge=0,
@@ -186,7 +188,6 @@ class EnvConfig:
         if not self.stages:
             return
         # Imported here: configs must not import the actor package at module load.
-        from actor.stages import parse_stages
 
         try:
             parse_stages(self.stages, "env.stages")
@@ -202,7 +203,6 @@ class EnvConfig:
         """``stages`` expanded to ``"W-S"`` names (empty when ``stages`` is)."""
         if not self.stages:
             return ()
-        from actor.stages import parse_stages
 
         return parse_stages(self.stages, "env.stages")
 
@@ -549,7 +549,6 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if not self.stages:
             return
-        from actor.stages import parse_stages  # not at module load: configs stay standalone
 
         try:
             parse_stages(self.stages, "eval.stages")

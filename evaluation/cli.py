@@ -161,7 +161,7 @@ def _resolve(args: argparse.Namespace, policies: tuple[str, ...]) -> tuple[
 
 def _stages(spec: str | None, config: schema.Config) -> tuple[str, ...]:
     """The ``--stages`` list (or the config's default), each checked to be playable."""
-    from actor.stages import parse_stages
+    from envs.stages import parse_stages
     from evaluation.evaluate import default_stages
 
     if spec is None:

@@ -29,11 +29,12 @@ from typing import Any, NamedTuple
 import gymnasium
 import numpy as np
 
-from actor.env import make_env, mario_action_set, num_actions, observation_spec
-from actor.preprocessing import FrameHook
-from actor.stages import parse_stages, progress, stage_env_id, stage_of_env_id
 from configs import schema
 from configs.schema import EnvConfig
+from envs.factory import make_env, mario_action_set
+from envs.preprocessing import FrameHook
+from envs.spec import num_actions, observation_spec
+from envs.stages import parse_stages, progress, stage_env_id, stage_of_env_id
 from evaluation.baselines import AgentPolicy, Policy, RandomPolicy, RightPolicy
 from evaluation.video import EpisodeRecorder, FrameRelay, Mp4Writer
 from models import ActorCritic, build_model
@@ -86,7 +87,7 @@ class EpisodeResult:
         length: agent steps.
         max_x_pos: largest ``x_pos`` in pixels (0 for non-Mario envs).
         flag_get: whether the flag (or axe) was reached.
-        progress: fraction of the level reached in [0, 1] (:func:`actor.stages.progress`).
+        progress: fraction of the level reached in [0, 1] (:func:`envs.stages.progress`).
         seconds: wall-clock seconds the episode took (video encoding included).
         video_frames: frames written to the episode's video (0 without one).
         video_path: the MP4 file, or None.
@@ -232,7 +233,7 @@ def make_stage_env(
     max_episode_steps: int = 0,
     frame_hook: FrameHook | None = None,
 ) -> gymnasium.Env:
-    """:func:`actor.env.make_env` for one stage (see :func:`stage_env_config`)."""
+    """:func:`envs.factory.make_env` for one stage (see :func:`stage_env_config`)."""
     return make_env(stage_env_config(env, stage, max_episode_steps), frame_hook=frame_hook)
 
 

@@ -1,7 +1,7 @@
 """Episode videos: 60 fps MP4 files and animated GIFs for TensorBoard.
 
 Run by: evaluation worker processes (``launcher.py eval --video DIR``) and the eval actor.
-Owns: turning the full-resolution NES frames that :class:`actor.preprocessing.NESFrameTap`
+Owns: turning the full-resolution NES frames that :class:`envs.preprocessing.NESFrameTap`
 hands over (every emulated frame, not just agent steps) into videos, with an optional panel
 showing the agent's own preprocessed view beside the game, and writing a GIF as a TensorBoard
 image summary.

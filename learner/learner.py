@@ -93,7 +93,7 @@ class Learner:
         obs_shape: one observation's shape.
         num_actions: size of the discrete action set.
         device: torch device for the model and batches.
-        obs_dtype: observation dtype of the trajectories, as :func:`actor.env.observation_spec`.
+        obs_dtype: observation dtype of the trajectories, as :func:`envs.spec.observation_spec`.
 
     Raises:
         ValueError: as :func:`models.build_model` for a model that does not fit.

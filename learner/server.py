@@ -25,8 +25,8 @@ import tomli_w
 import torch
 import zmq
 
-from actor.env import num_actions, observation_spec
 from configs import schema
+from envs.spec import num_actions, observation_spec
 from learner.accounting import EPISODE_LOG, Accounting, EpisodeWindow
 from learner.checkpoint import (
     CheckpointError,

@@ -17,8 +17,8 @@ import pytest
 import zmq
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from actor.env import num_actions, observation_spec
 from configs import schema
+from envs.spec import num_actions, observation_spec
 from models import build_model
 from models.weights import flatten_state
 from protocol import transport

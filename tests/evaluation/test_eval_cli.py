@@ -10,8 +10,8 @@ import imageio.v2 as imageio
 import pytest
 
 import launcher
-from actor.env import num_actions, observation_spec
 from configs import schema
+from envs.spec import num_actions, observation_spec
 from evaluation.evaluate import METRICS
 from learner.checkpoint import checkpoint_path, save_checkpoint
 from models import build_model

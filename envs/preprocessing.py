@@ -1,20 +1,20 @@
 """Super Mario Bros frame preprocessing: frame skip, max-pool, grayscale, resize, frame stack.
 
-Run by: actor processes and evaluation, inside the Mario envs that :func:`actor.env.make_env`
+Run by: actor processes and evaluation, inside the Mario envs that :func:`envs.factory.make_env`
 builds (:class:`NESFrameTap` only when a frame hook is given, e.g. for evaluation videos);
 benchmarks and tests.
 Owns: the wrappers that turn the NES screen into the agent's observation, in two
 interchangeable forms (:class:`FusedMarioPreprocessing`, :func:`gymnasium_mario_preprocessing`),
 the grayscale formula they share (:func:`nes_luma`), and the tap that shows every
 full-resolution NES frame to a hook (:class:`NESFrameTap`). Which of them an env gets, and
-where in the wrapper stack, is decided by :mod:`actor.env`.
+where in the wrapper stack, is decided by :mod:`envs.factory`.
 
 Preprocessing: skip ``frame_skip`` NES frames (rewards summed), max-pool the last two,
 grayscale, resize to a ``resolution`` square (cv2.INTER_AREA), stack ``frame_stack`` frames
 -> obs (frame_stack, resolution, resolution) uint8, oldest frame first.
 
 The preprocessing stage exists in two interchangeable forms that give bit-identical
-observations, rewards, flags and infos (``tests/actor/test_env.py`` checks this):
+observations, rewards, flags and infos (``tests/envs/test_env.py`` checks this):
 
 * ``"gymnasium"``: a chain of Gymnasium wrappers: ``TransformObservation`` (grayscale),
   :class:`MaxAndSkipLastTwo` (a ``MaxAndSkipObservation`` subclass), ``ResizeObservation``,

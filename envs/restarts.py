@@ -118,7 +118,7 @@ class FrontierRestarts(gymnasium.Wrapper):
     """Starts a fraction of episodes from archived snapshots (see the module docstring).
 
     Wraps the NES-level Mario env (one NES frame per step, ``unwrapped`` a nes-py
-    ``SuperMarioBrosEnv``), above :class:`actor.stages.StageSwitcher` when there is one, so a
+    ``SuperMarioBrosEnv``), above :class:`envs.curriculum.StageSwitcher` when there is one, so a
     restart happens on the stage the switcher chose. Observations are the NES screen, unchanged.
 
     Args:
@@ -129,7 +129,7 @@ class FrontierRestarts(gymnasium.Wrapper):
         per_cell: snapshots kept per cell.
         delay_frames: NES frames Mario must survive after a snapshot before it is kept.
         on_restore: called with no argument after each restore (the stage switcher's
-            :meth:`~actor.stages.StageSwitcher.skip_record`, so restored episodes stay out of
+            :meth:`~envs.curriculum.StageSwitcher.skip_record`, so restored episodes stay out of
             the curriculum's clear rates), or None.
 
     Raises:

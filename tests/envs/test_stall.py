@@ -1,4 +1,4 @@
-"""Tests for actor/stall.py: stall termination counts agent steps without new ground."""
+"""Tests for envs/stall.py: stall termination counts agent steps without new ground."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from actor.env import make_env
-from actor.stall import StallTermination
 from configs.schema import EnvConfig
+from envs.factory import make_env
+from envs.stall import StallTermination
 
 NOOP, RIGHT = 0, 1  # SIMPLE_MOVEMENT
 

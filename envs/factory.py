@@ -2,26 +2,27 @@
 
 Run by: actor processes (their vector of envs) and evaluation.
 Owns: turning an :class:`~configs.schema.EnvConfig` into a ready Gymnasium env (or a
-``SyncVectorEnv`` of them), the Mario action sets, the per-episode reward components, the
-trimmed per-step ``info`` and the per-episode statistics every downstream consumer reads. The
-frame preprocessing wrappers it stacks are :mod:`actor.preprocessing`.
+``SyncVectorEnv`` of them) and the Mario action sets. The wrappers it stacks are
+:mod:`envs.wrappers` (reward components, trimmed ``info`` and per-episode statistics),
+:mod:`envs.preprocessing`, :mod:`envs.curriculum`, :mod:`envs.restarts` and :mod:`envs.stall`;
+shapes without an env are :mod:`envs.spec`.
 
 Mario pipeline (``cfg.is_mario``), outermost last::
 
     SuperMarioBros-W-S-v0 (NES, RGB (240, 256, 3) uint8, one NES frame per step)
     -> StageSwitcher, only if cfg.stages: moves the emulator to a stage sampled at every reset
-       (uniform or curriculum; actor/stages.py, which also measures the switch cost)
+       (uniform or curriculum; envs/curriculum.py, which also measures the switch cost)
     -> FrontierRestarts, only if cfg.restart_fraction > 0: starts that fraction of episodes
-       from emulator snapshots along the agent's own earlier episodes (actor/restarts.py)
+       from emulator snapshots along the agent's own earlier episodes (envs/restarts.py)
     -> NESFrameTap, only if make_env(frame_hook=...): every full-resolution RGB frame to a hook
-       (evaluation videos; actor/preprocessing.py)
+       (evaluation videos; envs/preprocessing.py)
     -> JoypadSpace(action set cfg.actions)
-    -> preprocessing (actor/preprocessing.py, "fused" or "gymnasium", identical outputs): skip
+    -> preprocessing (envs/preprocessing.py, "fused" or "gymnasium", identical outputs): skip
        cfg.frame_skip NES frames (rewards summed), max-pool the last two, grayscale, resize to
        cfg.resolution square (cv2.INTER_AREA), stack cfg.frame_stack
        -> obs (frame_stack, res, res) uint8, oldest frame first
     -> StallTermination(cfg.stall_steps agent steps without a new best x_pos), only if > 0
-       (actor/stall.py): ends the episode as terminated
+       (envs/stall.py): ends the episode as terminated
     -> TimeLimit(cfg.max_episode_steps agent steps), only if > 0
     -> EpisodeInfo (trimmed info + ``info["episode"]`` on the last step of an episode)
 
@@ -62,21 +63,27 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Final, Literal, SupportsFloat
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import gymnasium
 import numpy as np
 from gymnasium import spaces
 from gymnasium.wrappers import TimeLimit, TransformObservation
 
-from actor.preprocessing import (
+from envs.curriculum import StageSampler, StageSwitcher
+from envs.preprocessing import (
     FrameHook,
     FusedMarioPreprocessing,
     NESFrameTap,
     gymnasium_mario_preprocessing,
 )
-from actor.stall import StallTermination
-from configs.schema import EnvConfig
+from envs.restarts import FrontierRestarts
+from envs.stages import stage_env_id
+from envs.stall import StallTermination
+from envs.wrappers import EpisodeInfo, RewardComponents
+
+if TYPE_CHECKING:  # duck-typed at run time: envs import no config
+    from configs.schema import EnvConfig
 
 Preprocessing = Literal["fused", "gymnasium"]
 
@@ -113,112 +120,6 @@ def mario_action_set(cfg: EnvConfig) -> list[list[str]]:
     return [list(combo) for combo in _mario_action_set(cfg)]
 
 
-class RewardComponents(gymnasium.Wrapper):
-    """Innermost Mario wrapper: sums the env's per-frame ``info["reward_components"]`` over the
-    episode and, with shaping on, makes the reward their weighted sum.
-
-    gym-super-mario-bros 9.x computes progress, time, score, coins, powerup, completion and
-    death components every NES frame and returns their sum clipped to [-15, 15] as the reward.
-    With ``weights`` set the reward is ``sum(weights[c] * component[c])`` instead (unclipped;
-    the learner's ``reward_scale`` / ``reward_clip`` apply later). Frame skip, outside this
-    wrapper, sums the per-frame rewards either way.
-
-    Attributes:
-        episode_components: component name -> sum of its raw values since the last reset.
-    """
-
-    def __init__(self, env: gymnasium.Env, weights: dict[str, float] | None) -> None:
-        super().__init__(env)
-        self.weights = weights
-        self.episode_components: dict[str, float] = {}
-
-    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
-        self.episode_components = {}
-        return self.env.reset(**kwargs)
-
-    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        components = info.get("reward_components") or {}
-        for name, value in components.items():
-            self.episode_components[name] = self.episode_components.get(name, 0.0) + value
-        if self.weights is not None:
-            reward = sum(self.weights.get(n, 0.0) * v for n, v in components.items())
-        return obs, reward, terminated, truncated, info
-
-
-class EpisodeInfo(gymnasium.Wrapper):
-    """Trim ``info`` to a few typed keys and add ``info["episode"]`` on an episode's last step.
-
-    See the module docstring for the keys. Optionally applies ``seed`` on the first reset that
-    is not given one, so an env seeded at construction is reproducible even when its first reset
-    comes from a vector env's argument-less ``reset()``.
-
-    Args:
-        env: the env to wrap; for ``mario=True`` its info must have ``x_pos``, ``flag_get``,
-            ``world`` and ``stage``.
-        mario: whether to keep the Mario keys (otherwise info has no per-step keys).
-        name: ``episode["stage"]`` for non-Mario envs (the env id).
-        seed: seed for the first reset, or None.
-    """
-
-    def __init__(
-        self, env: gymnasium.Env, *, mario: bool, name: str, seed: int | None = None
-    ) -> None:
-        super().__init__(env)
-        self._mario = mario
-        self._name = name
-        self._first_seed = seed
-        self._return = 0.0
-        self._length = 0
-        self._max_x = 0
-        self._flag = False
-        self._restored = False
-
-    def _trim(self, info: dict[str, Any]) -> dict[str, Any]:
-        if not self._mario:
-            return {}
-        x_pos = int(info["x_pos"])
-        flag = bool(info["flag_get"])
-        self._max_x = max(self._max_x, x_pos)
-        self._flag = self._flag or flag
-        return {"x_pos": x_pos, "flag_get": flag, "stage": f"{info['world']}-{info['stage']}"}
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[Any, dict[str, Any]]:
-        """Reset the inner env (with the construction seed if this is the first, unseeded one)."""
-        if seed is None:
-            seed = self._first_seed
-        self._first_seed = None
-        obs, info = self.env.reset(seed=seed, options=options)
-        self._return, self._length, self._max_x, self._flag = 0.0, 0, 0, False
-        self._restored = bool(info.get("restored", False))
-        return obs, self._trim(info)
-
-    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
-        """Step the inner env; ``info["episode"]`` appears iff ``terminated or truncated``."""
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self._return += float(reward)
-        self._length += 1
-        out = self._trim(info)
-        if terminated or truncated:
-            out["episode"] = {
-                "return": self._return,
-                "length": self._length,
-                "max_x_pos": self._max_x,
-                "flag_get": self._flag,
-                "stage": out["stage"] if self._mario else self._name,
-                "restored": self._restored,
-            }
-            if self._mario:
-                try:
-                    components = self.env.get_wrapper_attr("episode_components")
-                    out["episode"]["components"] = dict(components)
-                except AttributeError:  # a Mario-like env without RewardComponents
-                    pass
-        return obs, reward, terminated, truncated, out
-
-
 def _gym_make(cfg: EnvConfig, render_mode: str | None, **kwargs: Any) -> gymnasium.Env:
     if render_mode is not None:
         # Only when asked: envs written without a render_mode argument reject even None.
@@ -238,9 +139,6 @@ def _make_mario(
     import gym_super_mario_bros  # noqa: F401  (registers the SuperMarioBros-* ids)
     from nes_py.nes_env import NESEnv
     from nes_py.wrappers import JoypadSpace
-
-    from actor.restarts import FrontierRestarts
-    from actor.stages import StageSampler, StageSwitcher, stage_env_id
 
     action_set = _mario_action_set(cfg)
     if preprocessing not in ("fused", "gymnasium"):
@@ -338,7 +236,7 @@ def make_env(
             (see :class:`NESFrameTap`), e.g. to record a 60 fps video; ignored otherwise.
 
     With ``cfg.stages`` set (Mario), every reset first moves the emulator to a stage drawn by
-    ``cfg.stage_sampling`` (:class:`actor.stages.StageSwitcher`); the stage sampler is seeded
+    ``cfg.stage_sampling`` (:class:`envs.curriculum.StageSwitcher`); the stage sampler is seeded
     by ``seed``.
 
     Raises:
@@ -386,42 +284,3 @@ def make_vector_env(
     return gymnasium.vector.SyncVectorEnv(
         fns, autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP
     )
-
-
-@functools.cache
-def _built_spec(env_id: str) -> tuple[tuple[int, ...], np.dtype, int]:
-    env = make_env(EnvConfig(id=env_id))
-    try:
-        shape = tuple(int(d) for d in env.observation_space.shape)
-        return shape, np.dtype(env.observation_space.dtype), int(env.action_space.n)
-    finally:
-        env.close()
-
-
-def num_actions(cfg: EnvConfig) -> int:
-    """Number of discrete actions of ``make_env(cfg)``.
-
-    Mario: the size of the action set (right_only 5, simple 7, complex 12), without building an
-    emulator. Other ids: built once per id and cached.
-
-    Raises:
-        ValueError: as :func:`make_env`.
-    """
-    if cfg.is_mario:
-        return len(_mario_action_set(cfg))
-    return _built_spec(cfg.id)[2]
-
-
-def observation_spec(cfg: EnvConfig) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of one observation of ``make_env(cfg)``.
-
-    Mario: ``((frame_stack, resolution, resolution), uint8)`` without building an emulator.
-    Other ids: ``((n,), float32)`` from the env, built once per id and cached.
-
-    Raises:
-        ValueError: as :func:`make_env`.
-    """
-    if cfg.is_mario:
-        return (cfg.frame_stack, cfg.resolution, cfg.resolution), np.dtype(np.uint8)
-    shape, dtype, _ = _built_spec(cfg.id)
-    return shape, dtype

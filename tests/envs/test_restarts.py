@@ -8,9 +8,9 @@ import gymnasium
 import numpy as np
 import pytest
 
-from actor.env import make_env
-from actor.restarts import FrontierArchive, FrontierRestarts, Snapshot
 from configs.schema import EnvConfig
+from envs.factory import make_env
+from envs.restarts import FrontierArchive, FrontierRestarts, Snapshot
 from evaluation.evaluate import stage_env_config
 from learner.accounting import EpisodeWindow
 from protocol.messages import EpisodeStats

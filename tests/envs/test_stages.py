@@ -1,4 +1,4 @@
-"""Tests for actor/stages.py: stage grammar, level lengths from the ROM, sampling, switching."""
+"""Tests for envs/stages.py and envs/curriculum.py: stage grammar, level lengths from the ROM, sampling, switching."""
 
 from __future__ import annotations
 
@@ -7,21 +7,19 @@ import time
 import numpy as np
 import pytest
 
-from actor.env import make_env
-from actor.stages import (
+from configs import schema
+from configs.schema import EnvConfig
+from envs.curriculum import StageSampler, StageSwitcher, curriculum_weights
+from envs.factory import make_env
+from envs.stages import (
     ALL_STAGES,
     STAGE_GOAL_X,
-    StageSampler,
-    StageSwitcher,
-    curriculum_weights,
     derive_goal_x,
     parse_stages,
     progress,
     stage_env_id,
     stage_of_env_id,
 )
-from configs import schema
-from configs.schema import EnvConfig
 
 # chi-square critical values at p = 0.001 by degrees of freedom (for tests that may fail only
 # once in a thousand runs by chance; the seeds are fixed anyway)

@@ -1,4 +1,4 @@
-"""Tests for actor/env.py and actor/preprocessing.py on the real Super Mario Bros ROM (and
+"""Tests for envs/factory.py and envs/preprocessing.py on the real Super Mario Bros ROM (and
 CartPole for generic envs)."""
 
 from __future__ import annotations
@@ -11,15 +11,11 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from actor.env import (
-    EpisodeInfo,
-    make_env,
-    make_vector_env,
-    num_actions,
-    observation_spec,
-)
-from actor.preprocessing import nes_luma
 from configs.schema import EnvConfig
+from envs.factory import make_env, make_vector_env
+from envs.preprocessing import nes_luma
+from envs.spec import num_actions, observation_spec
+from envs.wrappers import EpisodeInfo
 
 MARIO = EnvConfig()  # SuperMarioBros-1-1-v0, simple, skip 4, stack 4, 84x84
 RIGHT = 1  # 'right' in every action set; walking right dies at 1-1's first goomba
