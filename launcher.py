@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from rich.console import Console
 
 from configs import schema
-from configs.cli import add_config_arguments, config_from_args, overrides_from_args
+from configs.cli import DEFAULT_CONFIG, add_config_arguments, config_from_args, overrides_from_args
 from launch.run import Launcher, RemoteLearner
 from learner.checkpoint import CheckpointError, check_resume, resolve_resume
 from protocol.exit_status import of_write_error
@@ -149,7 +149,8 @@ def actors_only(args: argparse.Namespace, console: Console) -> int:
         if not args.learner:
             raise schema.ConfigError("--learner: required with --actors-only (or MARIO_LEARNER)")
         broadcast = args.broadcast or default_broadcast(args.learner)
-        config = schema.load(None, overrides_from_args(args))
+        # the default preset's values until the learner's Welcome brings the run's config
+        config = schema.load(DEFAULT_CONFIG, overrides_from_args(args))
     except schema.ConfigError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2

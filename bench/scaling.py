@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--warmup", type=float, default=10.0, help="seconds after every actor joined, unmeasured"
     )
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "default.toml")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "mario-1-1.toml")
     parser.add_argument("--num-envs", type=int, default=None, help="envs per actor")
     parser.add_argument(
         "--logs", type=Path, default=None, help="keep run directories and logs here"

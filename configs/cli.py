@@ -17,7 +17,8 @@ from typing import Any
 from configs import schema
 
 CONFIG_DIR = Path(__file__).resolve().parent
-DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
+DEFAULT_CONFIG = CONFIG_DIR / "mario-1-1.toml"
+"""The default preset: the 1-1 preset itself (one set of defaults, not a copy)."""
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,13 +10,14 @@ declarations, and values are never mutated after parsing (derived values are pro
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import tomli_w
 
@@ -48,9 +49,78 @@ def option(
     return dataclasses.field(default=default, metadata=meta)
 
 
+def _coerce(path: str, value: Any, typ: type, meta: dict[str, Any]) -> Any:
+    """Check ``value`` against ``typ`` and the field's bounds; return it normalised."""
+    origin = typing.get_origin(typ)
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected a boolean (true/false), got {value!r}")
+    elif typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+    elif typ is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        value = float(value)
+    elif typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+    elif origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        (item_type, _) = typing.get_args(typ)
+        value = tuple(_coerce(f"{path}[{i}]", v, item_type, {}) for i, v in enumerate(value))
+    elif origin in (types.UnionType, typing.Union):
+        raise ConfigError(f"{path}: union types are not supported in the schema")
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{path}: expected one of {', '.join(map(str, choices))}; got {value!r}")
+    for key, ok, word in (
+        ("ge", lambda v, b: v >= b, ">="),
+        ("gt", lambda v, b: v > b, ">"),
+        ("le", lambda v, b: v <= b, "<="),
+    ):
+        bound = meta.get(key)
+        if bound is not None and not ok(value, bound):
+            raise ConfigError(f"{path}: must be {word} {bound}, got {value!r}")
+    return value
+
+
+class Section:
+    """Base of every config section: building one in any way (directly, by :func:`from_dict`,
+    by ``dataclasses.replace``) checks each field's type and bounds, normalises it (int to
+    float, list to tuple), then runs the section's own rules (:meth:`check`).
+
+    Raises:
+        ConfigError: naming the first offending ``section.field``.
+    """
+
+    SECTION: ClassVar[str]
+    """The section's name in TOML and in dotted option paths (``env`` for ``env.id``)."""
+
+    def __post_init__(self) -> None:
+        hints = _field_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            old = getattr(self, f.name)
+            value = _coerce(f"{self.SECTION}.{f.name}", old, hints[f.name], dict(f.metadata))
+            if type(value) is not type(old) or value != old:
+                object.__setattr__(self, f.name, value)
+        self.check()
+
+    def check(self) -> None:
+        """Rules across this section's fields (none here). Raises :class:`ConfigError`."""
+
+
+@functools.cache
+def _field_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(Section):
     """What to run and for how long."""
+
+    SECTION: ClassVar[str] = "run"
 
     seed: int = option(0, "Base random seed; actor i uses seed + 1000 * i.", ge=0)
     total_env_frames: int = option(
@@ -93,8 +163,10 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
-class EnvConfig:
+class EnvConfig(Section):
     """The environment each actor steps."""
+
+    SECTION: ClassVar[str] = "env"
 
     id: str = option(
         "SuperMarioBros-1-1-v0",
@@ -184,10 +256,9 @@ class EnvConfig:
         ge=0,
     )
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if not self.stages:
             return
-        # Imported here: configs must not import the actor package at module load.
 
         try:
             parse_stages(self.stages, "env.stages")
@@ -218,8 +289,10 @@ class EnvConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Section):
     """The network shared by actors (inference) and the learner (training)."""
+
+    SECTION: ClassVar[str] = "model"
 
     torso: str = option(
         "nature",
@@ -272,7 +345,7 @@ class ModelConfig:
         "input): for actions whose effect depends on what is still held, e.g. Mario's A.",
     )
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.core == "transformer" and self.core_size % self.transformer_heads:
             raise ConfigError(
                 f"model.transformer_heads: {self.transformer_heads} heads do not divide "
@@ -281,8 +354,10 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class ActorConfig:
+class ActorConfig(Section):
     """Actor processes: env stepping, local CPU inference and unroll streaming."""
+
+    SECTION: ClassVar[str] = "actor"
 
     num_envs: int = option(8, "Environments stepped by each actor (one inference batch).", ge=1)
     unroll_length: int = option(20, "Agent steps T per unroll sent to the learner.", ge=1)
@@ -302,7 +377,7 @@ class ActorConfig:
         ge=0,
     )
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.greedy_envs >= self.num_envs:
             raise ConfigError(
                 f"actor.greedy_envs: must be < actor.num_envs = {self.num_envs} (at least one "
@@ -311,8 +386,10 @@ class ActorConfig:
 
 
 @dataclass(frozen=True)
-class LearnerConfig:
+class LearnerConfig(Section):
     """The learner: batching, V-trace, optimisation, weight publishing."""
+
+    SECTION: ClassVar[str] = "learner"
 
     batch_size: int = option(8, "Unrolls B per learner update.", ge=1)
     learning_rate: float = option(4e-4, "AdamW learning rate.", gt=0)
@@ -408,7 +485,7 @@ class LearnerConfig:
         "keep plain state-dict keys).",
     )
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.grad_accumulation > self.batch_size:
             raise ConfigError(
                 "learner.grad_accumulation: must be <= learner.batch_size "
@@ -426,12 +503,14 @@ class LearnerConfig:
 
 
 @dataclass(frozen=True)
-class ReplayConfig:
+class ReplayConfig(Section):
     """Prioritized replay of whole unrolls mixed into each learner batch (Schaul et al. 2016).
 
     Every fresh unroll is stored; each update trains on B_fresh fresh unrolls plus
     B - B_fresh replayed ones, corrected by V-trace (off-policy) and importance-sampling weights.
     """
+
+    SECTION: ClassVar[str] = "replay"
 
     enabled: bool = option(False, "Mix prioritized replay into the learner's batches.")
     capacity: int = option(
@@ -463,7 +542,7 @@ class ReplayConfig:
         "restore it on resume; off by default because a full Mario buffer is gigabytes.",
     )
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.ratio >= 1.0:
             raise ConfigError(
                 f"replay.ratio: must be < 1 (each batch needs a fresh unroll), got {self.ratio}"
@@ -471,8 +550,10 @@ class ReplayConfig:
 
 
 @dataclass(frozen=True)
-class NetworkConfig:
+class NetworkConfig(Section):
     """Where the learner listens. Actors connect to the same endpoints."""
+
+    SECTION: ClassVar[str] = "network"
 
     trajectory_endpoint: str = option(
         "tcp://127.0.0.1:5555", "Learner ROUTER endpoint that receives unrolls and hellos."
@@ -481,7 +562,7 @@ class NetworkConfig:
         "tcp://127.0.0.1:5556", "Learner PUB endpoint for weights and status."
     )
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         for name in ("trajectory_endpoint", "broadcast_endpoint"):
             check_endpoint(f"network.{name}", getattr(self, name))
         if self.trajectory_endpoint == self.broadcast_endpoint:
@@ -521,12 +602,14 @@ def check_endpoint(path: str, endpoint: str) -> None:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(Section):
     """Periodic evaluation during training by an eval actor (``python -m evaluation.actor``).
 
     It plays the latest published weights on fixed stages, sends no unrolls (nothing it plays
     is trained on) and logs to TensorBoard under ``RUN_DIR/eval/``.
     """
+
+    SECTION: ClassVar[str] = "eval"
 
     interval_updates: int = option(
         0, "Evaluate the latest weights every this many learner updates; 0 = no eval actor.", ge=0
@@ -546,7 +629,7 @@ class EvalConfig:
         0, "Truncate eval episodes after this many agent steps; 0 = env.max_episode_steps.", ge=0
     )
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if not self.stages:
             return
 
@@ -557,8 +640,10 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
-class SecurityConfig:
+class SecurityConfig(Section):
     """ZeroMQ CURVE encryption and authentication (keys made by ``launcher.py keys``)."""
+
+    SECTION: ClassVar[str] = "security"
 
     curve: bool = option(
         False, "Encrypt every socket and accept only actors whose key is allow-listed."
@@ -570,8 +655,10 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
-class TelemetryConfig:
+class TelemetryConfig(Section):
     """Heartbeats, liveness and stall diagnostics (the ZeroMQ guide's Paranoid Pirate timing)."""
+
+    SECTION: ClassVar[str] = "telemetry"
 
     heartbeat_interval_s: float = option(
         1.0, "Seconds between heartbeats from every process.", gt=0
@@ -586,7 +673,7 @@ class TelemetryConfig:
         60.0, "A main loop without progress this long writes its thread stacks to stalls/.", gt=0
     )
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.dead_after_s <= self.stale_after_s:
             raise ConfigError(
                 "telemetry.dead_after_s: must be greater than telemetry.stale_after_s "
@@ -610,17 +697,8 @@ class Config:
     replay: ReplayConfig = ReplayConfig()
 
     def __post_init__(self) -> None:
-        # Every field is checked here, not only in from_dict: a Config made any other way
-        # (dataclasses.replace in code and tests) meets the same types and bounds.
-        for path, f, typ in iter_fields():
-            section_name, name = path.split(".")
-            section = getattr(self, section_name)
-            old = getattr(section, name)
-            value = _coerce(path, old, typ, dict(f.metadata))
-            if type(value) is not type(old) or value != old:
-                object.__setattr__(section, name, value)  # normalised (int -> float, list -> tuple)
-        # rules across sections run here too, at load time, so the launcher refuses before it
-        # starts anything
+        # Each section checked its own fields when it was built (Section); the rules across
+        # sections run here, at load time, so the launcher refuses before it starts anything.
         if self.replay.enabled and self.learner.returns == "gae":
             raise ConfigError(
                 "learner.returns: gae assumes on-policy data but replayed unrolls are "
@@ -646,48 +724,12 @@ def iter_fields() -> typing.Iterator[tuple[str, dataclasses.Field[Any], type]]:
             yield f"{section}.{f.name}", f, hints[f.name]
 
 
-def _coerce(path: str, value: Any, typ: type, meta: dict[str, Any]) -> Any:
-    """Check ``value`` against ``typ`` and the field's bounds; return it normalised."""
-    origin = typing.get_origin(typ)
-    if typ is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected a boolean (true/false), got {value!r}")
-    elif typ is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
-    elif typ is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        value = float(value)
-    elif typ is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
-    elif origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
-        (item_type, _) = typing.get_args(typ)
-        value = tuple(_coerce(f"{path}[{i}]", v, item_type, {}) for i, v in enumerate(value))
-    elif origin in (types.UnionType, typing.Union):
-        raise ConfigError(f"{path}: union types are not supported in the schema")
-    choices = meta.get("choices")
-    if choices is not None and value not in choices:
-        raise ConfigError(f"{path}: expected one of {', '.join(map(str, choices))}; got {value!r}")
-    for key, ok, word in (
-        ("ge", lambda v, b: v >= b, ">="),
-        ("gt", lambda v, b: v > b, ">"),
-        ("le", lambda v, b: v <= b, "<="),
-    ):
-        bound = meta.get(key)
-        if bound is not None and not ok(value, bound):
-            raise ConfigError(f"{path}: must be {word} {bound}, got {value!r}")
-    return value
-
-
 def from_dict(data: dict[str, Any]) -> Config:
     """Build a validated :class:`Config` from nested dicts (e.g. parsed TOML).
 
-    Missing fields take their defaults. (Building a :class:`Config` in any way checks every
-    field's type and bounds and the cross-section rules; this adds unknown sections and keys.)
+    Missing fields take their defaults. (Building a section in any way checks its fields'
+    types and bounds, and building a :class:`Config` the cross-section rules; this adds unknown
+    sections and keys.)
 
     Raises:
         ConfigError: for an unknown section or key, a wrong type, or an out-of-range value;
@@ -704,18 +746,13 @@ def from_dict(data: dict[str, Any]) -> Config:
         raw = data.get(section, {})
         if not isinstance(raw, dict):
             raise ConfigError(f"{section}: expected a table, got {raw!r}")
-        hints = typing.get_type_hints(cls)
-        names = {f.name: f for f in dataclasses.fields(cls)}
+        names = [f.name for f in dataclasses.fields(cls)]
         for key in raw:
             if key not in names:
                 raise ConfigError(
                     f"{section}.{key}: unknown config key (known: {', '.join(names)})"
                 )
-        values = {
-            key: _coerce(f"{section}.{key}", val, hints[key], dict(names[key].metadata))
-            for key, val in raw.items()
-        }
-        built[section] = cls(**values)
+        built[section] = cls(**raw)  # the section checks and normalises its fields
     return Config(**built)
 
 

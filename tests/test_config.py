@@ -139,3 +139,13 @@ def test_a_config_built_by_replace_is_checked_like_a_loaded_one() -> None:
         dataclasses.replace(base, env=dataclasses.replace(base.env, actions="all"))
     lr = dataclasses.replace(base, learner=dataclasses.replace(base.learner, learning_rate=1))
     assert isinstance(lr.learner.learning_rate, float)  # normalised as from_dict does
+
+
+def test_a_section_checks_its_fields_when_built_alone() -> None:
+    with pytest.raises(schema.ConfigError, match=r"env\.frame_skip: must be >= 1, got 0"):
+        schema.EnvConfig(frame_skip=0)
+    with pytest.raises(schema.ConfigError, match=r"replay\.capacity: expected an integer"):
+        schema.ReplayConfig(capacity="many")
+    with pytest.raises(schema.ConfigError, match=r"actor\.greedy_envs: must be < actor\.num_envs"):
+        schema.ActorConfig(num_envs=2, greedy_envs=2)  # the section's own rule runs after
+    assert schema.EvalConfig(stages=["1-1", "1-2"]).stages == ("1-1", "1-2")

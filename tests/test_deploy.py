@@ -303,7 +303,7 @@ def test_dockerfile_builds_from_the_lock_as_non_root_with_a_healthcheck(role: st
 def test_build_context_holds_the_code_and_no_secrets() -> None:
     patterns = dockerignore()
     for needed in ("pyproject.toml", "uv.lock", "launcher.py", "actor/worker.py",
-                   "learner/server.py", "protocol/transport.py", "models", "configs/default.toml",
+                   "learner/server.py", "protocol/transport.py", "models", "configs/mario-1-1.toml",
                    "deploy/healthcheck.py", "deploy/actor-entrypoint.sh"):  # fmt: skip
         assert (ROOT / needed).exists(), needed
         assert not ignored(needed, patterns), f"{needed} is left out of the build context"

@@ -1,4 +1,4 @@
-"""Tests for envs/stages.py and envs/curriculum.py: stage grammar, level lengths from the ROM, sampling, switching."""
+"""Tests for envs/stages.py and envs/curriculum.py: grammar, level lengths, sampling, switching."""
 
 from __future__ import annotations
 
