@@ -190,9 +190,11 @@ class LearnerServer:
 
     # -- checkpoints ---------------------------------------------------------------------
     def _restore(self, path: Path) -> None:
-        state = load_checkpoint(path, required=("learner", "counters"))
+        state = load_checkpoint(path, required=("learner", "model", "counters"))
         try:
-            self.learner.load_state_dict(state["learner"])
+            # the model is stored once, at the top level (checkpoints before 2026-12 also kept a
+            # copy in state["learner"]; the top-level one is the same weights)
+            self.learner.load_state_dict({**state["learner"], "model": state["model"]})
         except (RuntimeError, KeyError, ValueError) as exc:  # torch's size-mismatch report
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"{path} does not fit this config's model: {first}") from exc
@@ -217,9 +219,11 @@ class LearnerServer:
         """Write a checkpoint for the current update; returns its path."""
         self._settle_prefetch()  # the replay's arrays are saved as they are: no sample meanwhile
         path = checkpoint_path(self.run_dir, self.learner.updates)
+        learner_state = self.learner.state_dict()
         state = {
-            "learner": self.learner.state_dict(),
-            "model": self.learner.model.state_dict(),
+            # the model once, at the top level, where eval and other readers find it
+            "model": learner_state.pop("model"),
+            "learner": learner_state,
             "counters": {
                 "env_frames": self.env_frames,
                 "updates": self.learner.updates,

@@ -204,5 +204,6 @@ def test_fuzzing_a_live_learner_is_counted_and_harmless(tmp_path: Path, endpoint
     assert int((run_dir / "policy_version").read_text()) < 10**9
     newest = max((run_dir / "checkpoints").glob("*.pt"), key=lambda f: f.stat().st_mtime)
     state = torch.load(newest, map_location="cpu", weights_only=True)
-    model = state["learner"]["model"]
+    model = state["model"]
+    assert "model" not in state["learner"]  # stored once
     assert model and all(torch.isfinite(v).all() for v in model.values() if v.is_floating_point())
