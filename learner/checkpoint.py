@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,6 @@ from configs import schema
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
-FAULT_DELAY = "MARIO_FAULT_CHECKPOINT_DELAY_S"
-"""Fault injection for tests: seconds to wait between writing the temp file and renaming it."""
 _NAME = re.compile(r"^ckpt-(\d{9})\.pt$")
 
 
@@ -110,9 +107,6 @@ def atomic_save(state: dict[str, Any], path: Path) -> None:
             torch.save(state, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        delay = float(os.environ.get(FAULT_DELAY, "0") or 0)
-        if delay:
-            time.sleep(delay)  # widens the window a crash test aims at
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -74,8 +74,6 @@ VERSION_FILE = "policy_version"
 """The highest policy version announced in this run directory (see ``_raise_version``)."""
 MAX_ENVS_PER_ACTOR = 4096
 """A hello claiming more envs (and so more credits) than this is rejected."""
-FAULT_TRAIN_SLEEP = "MARIO_FAULT_TRAIN_SLEEP_S"
-"""Fault injection for tests: seconds to sleep after each update (a slowed learner)."""
 
 
 class LearnerServer:
@@ -181,7 +179,6 @@ class LearnerServer:
         self.config_toml = tomli_w.dumps(schema.to_dict(config))
         self._weights: Weights | None = None
         self.env_fps = self.updates_per_s = 0.0
-        self._fault_sleep_s = float(os.environ.get(FAULT_TRAIN_SLEEP, "0") or 0)
         log.info(
             "learner %s on %s: unrolls at %s, broadcasts at %s",
             self.run_id, device, config.network.trajectory_endpoint,
@@ -564,8 +561,6 @@ class LearnerServer:
             )  # fmt: skip
         self.reporter.record_update(metrics, float(lag.mean()), float(lag.max()))
         self.env_frames += len(fresh) * self.frames_per_unroll
-        if self._fault_sleep_s:
-            time.sleep(self._fault_sleep_s)  # fault injection: a slow learner
         self._publish_if_due()
         for identity, _ in taken:
             self.credits.give_back(identity)

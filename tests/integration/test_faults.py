@@ -17,6 +17,7 @@ from learner.checkpoint import (
     list_checkpoints,
     load_checkpoint,
 )
+from tests.fixtures import faults
 from tests.integration.fleet import Watch, learner_counters, start_launcher, stop
 
 
@@ -73,7 +74,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_a_loadable_checkpoint(
 ) -> None:
     run_dir = tmp_path / "ckpt"
     proc = start_launcher(run_dir, endpoints, "--run.checkpoint_interval_s", "1",
-                 env={"MARIO_FAULT_CHECKPOINT_DELAY_S": "4"})  # fmt: skip
+                 env=faults.env(checkpoint_delay_s=4))  # fmt: skip
     watch = Watch(endpoints[3])
     folder = run_dir / "checkpoints"
     try:
@@ -123,7 +124,7 @@ def test_slowed_learner_keeps_memory_bounded_and_counts_stale_drops(
 ) -> None:
     run_dir = tmp_path / "slow"
     proc = start_launcher(run_dir, endpoints, "--learner.max_policy_lag", "1",
-                 env={"MARIO_FAULT_TRAIN_SLEEP_S": "1.0"})  # fmt: skip
+                 env=faults.env(train_sleep_s=1.0))  # fmt: skip
     watch = Watch(endpoints[3])
     rss: dict[str, list[tuple[float, float]]] = {"learner:0": [], "actor:0": []}
     try:
