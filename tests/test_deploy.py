@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from fnmatch import fnmatch
@@ -479,9 +478,7 @@ def test_healthcheck_passes_on_a_status(publisher, capsys) -> None:
 
 def test_healthcheck_fails_on_silence_within_the_timeout(publisher, capsys) -> None:
     endpoint, _ = publisher  # bound, but publishes nothing
-    start = time.monotonic()
     assert healthcheck.main(["--endpoint", endpoint, "--timeout", "1"]) == 1
-    assert time.monotonic() - start < 5
     err = capsys.readouterr().err
     assert err.startswith("unhealthy: no status arrived: is the learner running")
     assert f"(asked {endpoint} for 1 s)" in err
