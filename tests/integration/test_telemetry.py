@@ -42,12 +42,12 @@ def test_fleet_marks_a_stopped_actor_stale_then_dead_then_alive(tmp_path: Path, 
         assert victim.state == "alive" and victim.gpu is None  # no NVIDIA driver here
 
         os.kill(victim.pid, signal.SIGSTOP)
+        stopped = time.monotonic()
         try:
-            # the order of states, not their timing: stale (after 2 s of silence) comes before
-            # dead (after 5 s); the timeouts only guard against a hang
-            stream.until(lambda: stream.beats["actor:1"].state != "alive", timeout=60)
-            assert stream.beats["actor:1"].state == "stale"
-            stream.until(lambda: stream.beats["actor:1"].state == "dead", timeout=60)
+            stream.until(lambda: stream.beats["actor:1"].state == "stale", timeout=10)
+            assert time.monotonic() - stopped < 2 + 1 + 2.5  # stale_after + interval + slack
+            stream.until(lambda: stream.beats["actor:1"].state == "dead", timeout=15)
+            assert time.monotonic() - stopped < 5 + 1 + 2.5
             assert stream.beats["actor:0"].state == "alive"
         finally:
             os.kill(victim.pid, signal.SIGCONT)
