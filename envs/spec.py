@@ -34,7 +34,7 @@ def num_actions(cfg: EnvConfig) -> int:
     """Number of discrete actions of ``make_env(cfg)``.
 
     Mario: the size of the action set (right_only 5, simple 7, complex 12), without building an
-    emulator. Other ids: built once per id and cached.
+    emulator. Other ids: built once per env config and cached.
 
     Raises:
         ValueError: as :func:`make_env`.
@@ -48,7 +48,7 @@ def observation_spec(cfg: EnvConfig) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of one observation of ``make_env(cfg)``.
 
     Mario: ``((frame_stack, resolution, resolution), uint8)`` without building an emulator.
-    Other ids: ``((n,), float32)`` from the env, built once per id and cached.
+    Other ids: ``((n,), float32)`` from the env, built once per env config and cached.
 
     Raises:
         ValueError: as :func:`make_env`.
